@@ -1,0 +1,1 @@
+"""Shared code for the MNIST notebooks: data, model, training, studies, evaluation, plots."""

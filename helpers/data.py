@@ -1,0 +1,186 @@
+"""The data layer: sources, the one normalization, the Dataset, the split and the loaders.
+
+Every split (train, validation, test) and every user image reaches the model through
+`normalize`; nothing else turns pixels into model input. The seed project scaled its training
+and test data differently and lost 25 points of test accuracy; here that cannot happen, because
+`normalize` only accepts raw uint8 pixels and there is no second path.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from . import paths, store
+from .kaggle import CsvFormatError, label_last, read_digits_csv  # noqa: F401  (re-exported)
+from .mnist import load_mnist  # noqa: F401  (re-exported: helpers.data.load_mnist)
+
+# Mean and standard deviation of the MNIST training pixels scaled to [0, 1]. Fixed constants,
+# not per-split statistics, so that train, validation, test and a user's photo agree exactly.
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+IMAGE_SHAPE = (28, 28)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How uint8 pixels become model input; saved in every checkpoint."""
+
+    mean: float = MNIST_MEAN
+    std: float = MNIST_STD
+
+    def as_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "std": self.std}
+
+
+def normalize(images: torch.Tensor, norm: Normalization = Normalization()) -> torch.Tensor:
+    """uint8 pixels `[N, 28, 28]` (or `[N, 784]`) in 0..255 -> float32 `[N, 784]`, standardized.
+
+    Refuses anything but uint8: a float input has already been scaled by someone, and scaling
+    it again (or not at all) is exactly the seed's train/test mismatch.
+    """
+    if not isinstance(images, torch.Tensor):
+        images = torch.as_tensor(np.asarray(images))
+    if images.dtype != torch.uint8:
+        raise TypeError(f"normalize expects raw uint8 pixels (0..255), got {images.dtype}; "
+                        "pass the images as loaded, not already scaled")
+    if images.shape[-2:] == IMAGE_SHAPE:
+        images = images.reshape(*images.shape[:-2], 28 * 28)
+    if images.shape[-1] != 28 * 28:
+        raise ValueError(f"normalize expects [N, 28, 28] or [N, 784] pixels, got {tuple(images.shape)}")
+    # One fused affine map: x/255 then (x - mean)/std, i.e. x * a + b.
+    scale = 1.0 / (255.0 * norm.std)
+    return images.to(torch.float32).mul_(scale).sub_(norm.mean / norm.std)
+
+
+class DigitsDataset(Dataset):
+    """Digits kept as uint8 `[N, 28, 28]` (a quarter of the memory of floats), normalized per batch.
+
+    `__getitems__` serves a whole batch with one tensor index, so a DataLoader with
+    `collate_fn=batch_identity` never loops over single items in Python.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None,
+                 norm: Normalization = Normalization()):
+        if images.dtype != torch.uint8 or tuple(images.shape[1:]) != IMAGE_SHAPE:
+            raise ValueError(f"images must be uint8 [N, 28, 28], got {images.dtype} {tuple(images.shape)}")
+        if labels is not None and len(labels) != len(images):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels, self.norm = images, labels, norm
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        x = normalize(self.images[i:i + 1], self.norm)[0]
+        return x if self.labels is None else (x, self.labels[i])
+
+    def __getitems__(self, indices) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        x = normalize(self.images.index_select(0, idx), self.norm)
+        return x if self.labels is None else (x, self.labels.index_select(0, idx))
+
+
+def batch_identity(batch):
+    """`collate_fn` for datasets whose `__getitems__` already returns a batch."""
+    return batch
+
+
+def make_loader(dataset: DigitsDataset, batch_size: int, shuffle: bool = False,
+                seed: int = 0) -> DataLoader:
+    """A single-process DataLoader over an in-memory dataset.
+
+    Workers would only copy batches between processes: the data is in memory and a batch is
+    one index operation. The generator makes the shuffle order a function of `seed` alone, and
+    its state is what a checkpoint saves to resume mid-run with the same order.
+    """
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      collate_fn=batch_identity, num_workers=0)
+
+
+def split_indices(labels: torch.Tensor, val_fraction: float | int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stratified, seeded train/validation split (scikit-learn), as index tensors."""
+    from sklearn.model_selection import train_test_split
+
+    train_idx, val_idx = train_test_split(np.arange(len(labels)), test_size=val_fraction,
+                                          stratify=labels.numpy(), random_state=seed, shuffle=True)
+    return torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(val_idx))
+
+
+@dataclass
+class Prepared:
+    """What 01_data hands on: all labelled images, the split, and where they came from."""
+
+    images: torch.Tensor            # uint8 [N, 28, 28]
+    labels: torch.Tensor            # int64 [N]
+    train_idx: torch.Tensor         # int64, indices into images
+    val_idx: torch.Tensor
+    source: str                     # "mnist" or the CSV path
+    parameters: dict = field(default_factory=dict)
+    norm: Normalization = Normalization()
+
+    def dataset(self, part: str) -> DigitsDataset:
+        idx = {"train": self.train_idx, "val": self.val_idx}[part]
+        return DigitsDataset(self.images[idx], self.labels[idx], self.norm)
+
+    def loaders(self, batch_size: int, seed: int, eval_batch_size: int = 2048) -> tuple[DataLoader, DataLoader]:
+        """(shuffled train loader, ordered validation loader)."""
+        return (make_loader(self.dataset("train"), batch_size, shuffle=True, seed=seed),
+                make_loader(self.dataset("val"), eval_batch_size))
+
+
+def check_source(source: str) -> str:
+    """"mnist" or the path of an existing CSV file; anything else stops here, named."""
+    if source == "mnist":
+        return source
+    if not isinstance(source, str) or not source.lower().endswith(".csv"):
+        raise ValueError(f"parameter 'source': expected \"mnist\" or the path of a .csv file, got {source!r}")
+    if not Path(source).expanduser().is_file():
+        raise FileNotFoundError(f"parameter 'source': no such CSV file: {source}")
+    return source
+
+
+def prepare(source: str, val_fraction: float, seed: int, max_samples: int = 0) -> Prepared:
+    """Load the labelled digits from `source` ("mnist" or a CSV path) and split them.
+
+    `max_samples` > 0 keeps a stratified subset of that many digits first (quick runs).
+    """
+    if source == "mnist":
+        images, labels = load_mnist("train")
+    else:
+        images, labels = read_digits_csv(source)
+        if labels is None:
+            raise ValueError(f"{source}: has no 'label' column; a training source needs labels "
+                             "(an unlabelled test.csv belongs in 07_test_eval's kaggle_test_csv)")
+    if 0 < max_samples < len(labels):
+        keep, _ = split_indices(labels, len(labels) - max_samples, seed)  # exact count
+        images, labels = images[keep], labels[keep]
+    train_idx, val_idx = split_indices(labels, val_fraction, seed)
+    return Prepared(images, labels, train_idx, val_idx, source,
+                    {"source": source, "val_fraction": val_fraction, "seed": seed,
+                     "max_samples": max_samples})
+
+
+def save_prepared(prepared: Prepared, path: str | os.PathLike | None = None) -> Path:
+    path = Path(path or paths.prepared_path())
+    with store.atomic_path(path) as tmp:
+        torch.save({"images": prepared.images, "labels": prepared.labels,
+                    "train_idx": prepared.train_idx, "val_idx": prepared.val_idx,
+                    "source": prepared.source, "parameters": prepared.parameters,
+                    "normalization": prepared.norm.as_dict()}, tmp)
+    return path
+
+
+def load_prepared(path: str | os.PathLike | None = None) -> Prepared:
+    path = Path(path or paths.prepared_path())
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no prepared data; run notebooks/01_data.ipynb first "
+                                "(make reproduce runs it)")
+    blob = torch.load(path, weights_only=True)
+    return Prepared(blob["images"], blob["labels"], blob["train_idx"], blob["val_idx"],
+                    blob["source"], blob["parameters"], Normalization(**blob["normalization"]))

@@ -1,0 +1,195 @@
+"""Training: one epoch, validation, and the loop with schedule, checkpoints and resume."""
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from . import params as P
+from .data import Normalization
+from .model import MLP, CheckpointError, read_checkpoint, save_checkpoint
+
+SCHEDULES = ("onecycle", "constant")
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite; carries where."""
+
+    def __init__(self, epoch: int, step: int, loss: float, lr: float):
+        super().__init__(f"non-finite loss ({loss}) at epoch {epoch}, step {step} "
+                         f"(learning rate {lr:.4g}); try a smaller learning rate")
+        self.epoch, self.step, self.loss, self.lr = epoch, step, loss, lr
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every generator a run draws from (init, dropout, any numpy/random use)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def headless() -> bool:
+    """True outside a live notebook: papermill/nbval runs (DIGITS_HEADLESS) and plain scripts."""
+    if os.environ.get("DIGITS_HEADLESS"):
+        return True
+    return "ipykernel" not in sys.modules
+
+
+def train_epoch(model: MLP, loader: DataLoader, scheduler=None, *, epoch: int = 1,
+                device: torch.device | None = None, bar=None) -> tuple[float, float]:
+    """One pass over `loader` with `model.fit_step`; returns (mean loss, accuracy) of the pass.
+
+    Metrics are accumulated as tensors and read once at the end; only the loss is read every
+    step, to stop on the first non-finite value rather than train on garbage.
+    """
+    device = device or next(model.parameters()).device
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    correct = torch.zeros((), dtype=torch.long)
+    seen = 0
+    for step, (x, y) in enumerate(loader, start=1):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss, logits = model.fit_step(x, y)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingDiverged(epoch, step, value, model.optimizer.param_groups[0]["lr"])
+        if scheduler is not None:
+            scheduler.step()
+        loss_sum += value * len(y)
+        correct += (logits.argmax(1) == y).sum().cpu()
+        seen += len(y)
+        if bar is not None:
+            bar.update(1)
+    return loss_sum.item() / seen, correct.item() / seen
+
+
+@torch.no_grad()
+def validate(model: MLP, loader: DataLoader, device: torch.device | None = None) -> tuple[float, float]:
+    """(mean loss, accuracy) over `loader` in eval mode (no dropout)."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        loss_sum += model.loss_fn(logits, y).item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+    return loss_sum / seen, correct / seen
+
+
+def make_scheduler(model: MLP, schedule: str, epochs: int, steps_per_epoch: int):
+    """A per-step schedule for `model.optimizer`: one-cycle peaks at the optimizer's lr."""
+    P.choice("schedule", schedule, SCHEDULES)
+    if schedule == "constant":
+        return None
+    # cycle_momentum off: keep the momentum the caller chose; the cycle is in the learning rate.
+    return torch.optim.lr_scheduler.OneCycleLR(
+        model.optimizer, max_lr=model.optimizer.param_groups[0]["lr"], epochs=epochs,
+        steps_per_epoch=steps_per_epoch, pct_start=0.25, cycle_momentum=False)
+
+
+def check_run(epochs: int, batch_size: int, n_train: int) -> None:
+    """Stop before any training on settings that cannot work."""
+    P.integer("epochs", epochs, minimum=1)
+    P.integer("batch_size", batch_size, minimum=1, maximum=n_train)
+
+
+def fit(model: MLP, train_loader: DataLoader, val_loader: DataLoader, epochs: int, *,
+        schedule: str = "onecycle", norm: Normalization | None = None,
+        checkpoint: str | os.PathLike | None = None, resume: bool = False,
+        on_epoch: Callable[[dict], None] | None = None, progress: bool | None = None,
+        log: Callable[[str], None] = print) -> list[dict]:
+    """Train for `epochs`; return the history, one dict per epoch.
+
+    With `checkpoint`, the full training state is saved atomically after every epoch; with
+    `resume` too, a run continues from that file and ends with the same weights as one that was
+    never interrupted (same optimizer, schedule, shuffle-order and dropout RNG states).
+    `on_epoch(row)` sees each epoch's row (a study reports to its pruner there; raising stops).
+    `progress`: a live bar (notebook) or one log line per epoch; default: bar unless headless.
+    """
+    check_run(epochs, train_loader.batch_size or 1, len(train_loader.dataset))
+    resume = P.boolean("resume", resume)
+    device = next(model.parameters()).device
+    norm = norm or getattr(train_loader.dataset, "norm", Normalization())
+    scheduler = make_scheduler(model, schedule, epochs, len(train_loader))
+    run = {"epochs": epochs, "schedule": schedule, "batch_size": train_loader.batch_size,
+           "optimizer": model.optimizer_config, "model": model.config}
+    history: list[dict] = []
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        history = _restore(checkpoint, model, scheduler, train_loader, run)
+        log(f"resumed from {checkpoint} after epoch {len(history)} of {epochs}")
+    bar = None
+    if progress is None:
+        progress = not headless()
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=epochs * len(train_loader), initial=len(history) * len(train_loader),
+                   unit="step", desc="training")
+    try:
+        for epoch in range(len(history) + 1, epochs + 1):
+            start = time.perf_counter()
+            lr = model.optimizer.param_groups[0]["lr"]
+            train_loss, train_acc = train_epoch(model, train_loader, scheduler, epoch=epoch,
+                                                device=device, bar=bar)
+            val_loss, val_acc = validate(model, val_loader, device)
+            row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+                   "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
+                   "seconds": time.perf_counter() - start}
+            history.append(row)
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, model, norm,
+                                training=_training_state(model, scheduler, train_loader, run, history))
+            if bar is not None:
+                bar.set_postfix(val_acc=f"{val_acc:.4f}", val_loss=f"{val_loss:.4f}")
+            else:
+                log(f"epoch {epoch:>3}/{epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
+                    f"val loss {val_loss:.4f} acc {val_acc:.4f}  {row['seconds']:.1f}s")
+            if on_epoch is not None:
+                on_epoch(row)
+    finally:
+        if bar is not None:
+            bar.close()
+    return history
+
+
+def _training_state(model, scheduler, loader, run, history) -> dict:
+    return {"run": run, "history": history, "optimizer": model.optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "torch_rng": torch.get_rng_state(),
+            "loader_rng": loader.generator.get_state() if loader.generator is not None else None}
+
+
+def _restore(path, model, scheduler, loader, run) -> list[dict]:
+    """Load a training state saved by `fit` into live objects; refuse a different run."""
+    blob = read_checkpoint(path)
+    state = blob.get("training")
+    if state is None:
+        raise CheckpointError(f"{path}: holds final weights only, no training state to resume from")
+    if state["run"] != run:
+        diff = {k: (state["run"].get(k), v) for k, v in run.items() if state["run"].get(k) != v}
+        raise CheckpointError(f"{path}: made by a different run, cannot resume; "
+                              f"(checkpoint, now) differ in {diff}")
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not match the model: {str(e).splitlines()[0]}") from e
+    model.optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["loader_rng"] is not None:
+        loader.generator.set_state(state["loader_rng"])
+    return list(state["history"])

@@ -1,0 +1,85 @@
+"""Training: learning, determinism, resume equivalence, divergence, bad settings."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import model as M, train as T
+from helpers.params import ParameterError
+
+
+def _run(prepared, epochs=3, seed=0, checkpoint=None, resume=False, on_epoch=None, lr=0.05):
+    T.seed_everything(seed)
+    model = M.MLP((32, 16), (0.1, 0.1), lr=lr)
+    tl, vl = prepared.loaders(batch_size=32, seed=seed)
+    history = T.fit(model, tl, vl, epochs, checkpoint=checkpoint, resume=resume,
+                    on_epoch=on_epoch, log=lambda s: None)
+    return model, history
+
+
+def test_fit_learns_and_reports_history(small_prepared):
+    model, history = _run(small_prepared, epochs=4)
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    assert set(history[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+    assert history[-1]["val_acc"] > 0.9
+    assert not model.training or True
+
+
+def test_same_seed_same_numbers(small_prepared):
+    m1, h1 = _run(small_prepared, seed=5)
+    m2, h2 = _run(small_prepared, seed=5)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(h1) == strip(h2)
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
+    _, h3 = _run(small_prepared, seed=6)
+    assert strip(h3) != strip(h1)
+
+
+def test_resume_ends_with_the_same_weights(small_prepared, tmp_path):
+    full, full_history = _run(small_prepared, epochs=4)
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_two(row):
+        if row["epoch"] == 2:
+            raise Interrupted
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(Interrupted):
+        _run(small_prepared, epochs=4, checkpoint=ckpt, on_epoch=stop_after_two)
+    # fresh objects, as after a crash: everything comes from the checkpoint
+    torch.manual_seed(12345)
+    resumed, history = _run(small_prepared, epochs=4, checkpoint=ckpt, resume=True)
+    assert len(history) == 4
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [r["val_acc"] for r in history] == [r["val_acc"] for r in full_history]
+
+
+def test_resume_refuses_a_different_run(small_prepared, tmp_path):
+    ckpt = tmp_path / "run.pt"
+    _run(small_prepared, epochs=2, checkpoint=ckpt)
+    with pytest.raises(M.CheckpointError, match="different run.*epochs"):
+        _run(small_prepared, epochs=3, checkpoint=ckpt, resume=True)
+
+
+def test_non_finite_loss_names_epoch_and_step(small_prepared):
+    with pytest.raises(T.TrainingDiverged, match=r"epoch 1, step \d+"):
+        _run(small_prepared, epochs=2, lr=1e6)
+
+
+def test_bad_run_settings_stop_before_training(small_prepared):
+    model = M.MLP((32, 16), (0.1, 0.1))
+    before = [p.clone() for p in model.parameters()]
+    tl, vl = small_prepared.loaders(batch_size=32, seed=0)
+    with pytest.raises(ParameterError, match="parameter 'epochs'"):
+        T.fit(model, tl, vl, 0)
+    with pytest.raises(ParameterError, match="parameter 'resume'"):
+        T.fit(model, tl, vl, 1, resume="false")
+    with pytest.raises(ParameterError, match="parameter 'schedule'"):
+        T.fit(model, tl, vl, 1, schedule="cosine")
+    big, _ = small_prepared.loaders(batch_size=10_000, seed=0)
+    with pytest.raises(ParameterError, match="parameter 'batch_size'"):
+        T.fit(model, big, vl, 1)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
