@@ -30,7 +30,7 @@ SMOKE_PARAMETERS = {
     "05_batch_sweep": {"epochs": 1, "batch_sizes": [64, 256], "workers": 2},
     "06_grid_search": {"epochs": 2, "learning_rates": [0.01, 0.1], "batch_sizes": [64, 128],
                        "final_epochs": 1, "workers": 2},
-    "07_test_eval": {},
+    "07_test_eval": {"rendered_digits": 20},
 }
 
 

@@ -51,7 +51,7 @@ def class_distribution(counts: "pd.DataFrame"):  # noqa: F821
     ax.set_xlabel("digit")
     ax.set_ylabel("share of split (%)")
     ax.set_title("Class distribution")
-    ax.legend(title="split")
+    ax.legend(title="split", bbox_to_anchor=(1.01, 1), loc="upper left")
     return ax.figure
 
 
@@ -149,4 +149,34 @@ def activation_spread(stats: "pd.DataFrame", title: str):  # noqa: F821
     ax.set(xlabel="Linear layer", ylabel="std of its output (log)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return fig
+
+
+def seconds_per_epoch(table: "pd.DataFrame", x: str, title: str = ""):  # noqa: F821
+    """Wall-clock seconds per epoch (training + validation) against one study parameter."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    t = table.sort_values(x)
+    ax.plot(t[x], t["seconds_per_epoch"], marker="o")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set(xlabel=x, ylabel="seconds per epoch (log)", title=title)
+    ax.grid(alpha=0.3, which="both")
+    return fig
+
+
+def before_after(files: Sequence, processed: Sequence[torch.Tensor], titles: Sequence[str]):
+    """Each user image as it is on disk (top) and as the model sees it after preprocessing (bottom)."""
+    from PIL import Image
+
+    fig, axes = plt.subplots(2, len(files), figsize=(2.0 * len(files), 4.2), squeeze=False)
+    for i, (f, p, t) in enumerate(zip(files, processed, titles)):
+        with Image.open(f) as img:
+            axes[0, i].imshow(img.convert("RGB"))
+        axes[0, i].set_title(t, fontsize=9)
+        axes[1, i].imshow(np.asarray(p), cmap="gray", vmin=0, vmax=255)
+        axes[1, i].set_title("model input (28×28)", fontsize=8)
+        for ax in axes[:, i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
     return fig

@@ -56,8 +56,8 @@ def train_epoch(model: MLP, loader: DataLoader, scheduler=None, *, epoch: int = 
     """
     device = device or next(model.parameters()).device
     model.train()
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    correct = torch.zeros((), dtype=torch.long)
+    loss_sum = 0.0
+    correct = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
     for step, (x, y) in enumerate(loader, start=1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -68,11 +68,11 @@ def train_epoch(model: MLP, loader: DataLoader, scheduler=None, *, epoch: int = 
         if scheduler is not None:
             scheduler.step()
         loss_sum += value * len(y)
-        correct += (logits.argmax(1) == y).sum().cpu()
+        correct += (logits.argmax(1) == y).sum()
         seen += len(y)
         if bar is not None:
             bar.update(1)
-    return loss_sum.item() / seen, correct.item() / seen
+    return loss_sum / seen, correct.item() / seen
 
 
 @torch.no_grad()

@@ -1,0 +1,248 @@
+"""Predicting users' images: MNIST-style preprocessing of any image, recognition, the CLI."""
+from __future__ import annotations
+
+import os
+import re
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from helpers import data, model as M, paths, train as T
+from helpers.mnist import load_mnist
+from helpers.predict import (ImageError, Prediction, main, predict_images, preprocess,
+                             render_digit)
+
+
+@pytest.fixture(scope="module")
+def quick(mnist_raw, tmp_path_factory):
+    """A model trained for a few seconds on 12,000 MNIST digits (about 95% accurate), saved."""
+    torch.set_num_threads(1)
+    images, labels = load_mnist("train", data_dir=mnist_raw, progress=False)
+    images, labels = images[:12000], labels[:12000]
+    T.seed_everything(0)
+    model = M.MLP((128, 64), (0.1, 0.1), lr=0.1)
+    train = data.make_loader(data.DigitsDataset(images[:11000], labels[:11000]), 128, shuffle=True, seed=0)
+    val = data.make_loader(data.DigitsDataset(images[11000:], labels[11000:]), 2048)
+    T.fit(model, train, val, 3, log=lambda s: None, progress=False)
+    path = M.save_checkpoint(tmp_path_factory.mktemp("ckpt") / "quick.pt", model, data.Normalization())
+    return path, model.eval()
+
+
+@pytest.fixture(scope="module")
+def test_digits(mnist_raw):
+    images, labels = load_mnist("test", data_dir=mnist_raw, progress=False)
+    return images[:200], labels[:200]
+
+
+def centre_of_mass(img: torch.Tensor) -> tuple[float, float]:
+    m = img.double()
+    r = torch.arange(28, dtype=torch.float64)
+    return ((m.sum(1) * r).sum() / m.sum()).item(), ((m.sum(0) * r).sum() / m.sum()).item()
+
+
+def similar(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine similarity of two images' pixels."""
+    a, b = a.double().flatten(), b.double().flatten()
+    return (a @ b / (a.norm() * b.norm())).item()
+
+
+# --- preprocessing -------------------------------------------------------------------------------
+
+def test_large_offcentre_dark_on_light_digit_becomes_mnist_like(test_digits):
+    digit = test_digits[0][0]
+    page = render_digit(digit, 300, (420, 40), 800)
+    assert page.mode == "RGB" and page.size == (800, 800) and page.getpixel((0, 0)) == (255, 255, 255)
+    out = preprocess(page)
+    assert out.dtype == torch.uint8 and out.shape == (28, 28)
+    cy, cx = centre_of_mass(out)
+    assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1
+    ys, xs = torch.nonzero(out, as_tuple=True)
+    assert ys.max() - ys.min() < 20 and xs.max() - xs.min() < 20  # fits 20x20
+    assert out.max() == 255 and out[0].sum() == 0 and out[:, -1].sum() == 0  # bright ink on 0
+    assert similar(out, digit) > 0.9  # and it is still the same digit
+
+
+def test_light_on_dark_and_dark_on_light_agree(test_digits):
+    digit = test_digits[0][3]
+    dark = preprocess(render_digit(digit, 100, (10, 30), 150, invert=False))
+    light = preprocess(render_digit(digit, 100, (10, 30), 150, invert=True))
+    assert (dark.int() - light.int()).abs().max() <= 1
+
+
+def _variants(page: Image.Image) -> dict[str, Image.Image]:
+    """The same black-on-white digit in every mode users' files come in."""
+    gray = np.asarray(page.convert("L"))
+    ink = 255 - gray
+    zeros = np.zeros_like(gray)
+    palette = page.convert("P")
+    transparent_p = page.convert("L").convert("P")
+    transparent_p.info["transparency"] = int(np.asarray(transparent_p)[0, 0])  # background index
+    return {
+        "RGB": page,
+        "L": page.convert("L"),
+        "P": palette,
+        "P-transparent": transparent_p,
+        "LA": Image.fromarray(np.stack([zeros, ink], -1)),  # black ink, clear background
+        # Transparent pixels store black: read naively, the background would be ink too.
+        "RGBA-dark-ink": Image.fromarray(np.stack([zeros, zeros, zeros, ink], -1)),
+        "RGBA-light-ink": Image.fromarray(np.stack([255 - zeros, 255 - zeros, 255 - zeros, ink], -1)),
+        "I;16": Image.fromarray(gray.astype(np.uint16) * 257),
+    }
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "P", "P-transparent", "LA", "RGBA-dark-ink",
+                                  "RGBA-light-ink", "I;16", "JPEG"])
+def test_every_image_mode_gives_the_same_digit(mode, test_digits, tmp_path):
+    digit = test_digits[0][1]
+    page = render_digit(digit, 120, (30, 20), 180)
+    reference = preprocess(page.convert("L"))
+    path = tmp_path / ("digit.jpg" if mode == "JPEG" else "digit.png")
+    image = page if mode == "JPEG" else _variants(page)[mode]
+    image.save(path, **({"quality": 75} if mode == "JPEG" else {}))
+    with Image.open(path) as saved:  # the file really holds that mode
+        assert saved.mode == image.mode
+    out = preprocess(path)
+    assert out.dtype == torch.uint8 and out.max() == 255 and out[0].sum() == 0
+    # JPEG is lossy, and P from RGB quantizes to the 6 greys of the web palette.
+    assert similar(out, reference) > (0.98 if mode in ("JPEG", "P") else 0.999)
+
+
+def test_tiny_and_big_images(test_digits):
+    tiny = np.full((5, 5), 255, np.uint8)
+    tiny[1:4, 2] = 0  # a "1"
+    out = preprocess(Image.fromarray(tiny))
+    assert out.max() == 255 and abs(centre_of_mass(out)[1] - 14) <= 1
+    big = Image.new("L", (2000, 1200), 230)  # grey paper
+    big.paste(render_digit(test_digits[0][2], 700, (0, 0), 700).convert("L"), (1200, 300))
+    out = preprocess(big)
+    cy, cx = centre_of_mass(out)
+    assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1 and out[0].sum() == 0
+    assert similar(out, test_digits[0][2]) > 0.9
+
+
+@pytest.mark.parametrize("image", [Image.new("L", (50, 50), 255), Image.new("RGB", (40, 60), "black"),
+                                   Image.new("RGBA", (30, 30), (0, 0, 0, 0)), Image.new("L", (8, 8), 128)],
+                         ids=["white", "black", "transparent", "grey"])
+def test_blank_image_is_an_error(image):
+    with pytest.raises(ImageError, match="blank"):
+        preprocess(image)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims `width`x`height` (no pixel data: a bomb never gets that far)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("width,height", [(100_000, 100_000), (20_000, 2), (0, 10)])
+def test_absurd_dimensions_are_errors_naming_the_file(width, height, tmp_path):
+    path = tmp_path / f"absurd_{width}x{height}.png"
+    path.write_bytes(_png_header_only(width, height))
+    with pytest.raises(ImageError, match=re.escape(str(path))):
+        preprocess(path)
+
+
+# --- recognition ---------------------------------------------------------------------------------
+
+def test_rendered_digits_are_recognized_as_well_as_the_originals(quick, test_digits, tmp_path):
+    checkpoint, model = quick
+    images, labels = test_digits
+    original = (model.predict(data.normalize(images)) == labels).float().mean().item()
+    rng = np.random.default_rng(0)
+    rendered = []
+    for size in (28, 64, 200):
+        canvas = size * 8 // 5
+        pages = [render_digit(img, size, tuple(int(v) for v in rng.integers(0, canvas - size + 1, 2)), canvas)
+                 for img in images]
+        if size == 200:  # through files too, as users call it
+            for i, page in enumerate(pages):
+                page.save(tmp_path / f"{i}.png")
+            pages = [tmp_path / f"{i}.png" for i in range(len(pages))]
+        predictions = predict_images(pages, checkpoint=checkpoint)
+        assert all(isinstance(p, Prediction) and p.error is None for p in predictions)
+        accuracy = np.mean([p.digit == int(t) for p, t in zip(predictions, labels)])
+        rendered.append(accuracy)
+    assert original > 0.85
+    assert min(rendered) >= original - 0.05, (original, rendered)
+
+
+def test_mnist_digit_round_trips_through_preprocess(quick, test_digits, tmp_path):
+    """An exact MNIST image saved as PNG gets (nearly) its own pixels back: one normalization."""
+    _, model = quick
+    images = test_digits[0][:100]
+    files = []
+    for i, img in enumerate(images):
+        Image.fromarray(img.numpy()).save(tmp_path / f"{i}.png")
+        files.append(tmp_path / f"{i}.png")
+    back = torch.stack([preprocess(f) for f in files])
+    assert (back.int() - images.int()).abs().float().mean() < 2  # out of 255
+    want = model.predict(data.normalize(images)).tolist()
+    got = [p.digit for p in predict_images(files, model=model)]
+    assert got[0] == want[0]
+    assert np.mean([a == b for a, b in zip(got, want)]) >= 0.98
+
+
+def test_missing_checkpoint_says_what_to_do(tmp_path):
+    with pytest.raises(M.CheckpointError, match="make reproduce"):
+        predict_images([tmp_path / "x.png"], checkpoint=tmp_path / "nope.pt")
+
+
+# --- command line --------------------------------------------------------------------------------
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "helpers.predict", *map(str, args)], cwd=paths.ROOT,
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ))
+
+
+def test_cli_prints_good_images_and_names_each_bad_one(quick, test_digits, tmp_path):
+    checkpoint, _ = quick
+    good1, good2 = tmp_path / "seven.png", tmp_path / "two.jpg"
+    render_digit(test_digits[0][0], 100, (5, 20), 140).save(good1)
+    render_digit(test_digits[0][1], 100, (30, 5), 140).save(good2)
+    text = tmp_path / "notes.png"
+    text.write_text("this is not an image\n")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good1.read_bytes()[:300])
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_header_only(100_000, 100_000))
+    missing = tmp_path / "missing.png"
+    bad = [text, truncated, empty, missing, bomb]
+    run = _cli(good1, *bad[:3], good2, *bad[3:], "--checkpoint", checkpoint)
+    assert run.returncode == 1, run.stderr
+    lines = run.stdout.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(good1), str(good2)]
+    for line, want in zip(lines, test_digits[1][:2].tolist()):
+        assert re.fullmatch(r"[^\t]+\t\d\t[01]\.\d{4}", line)
+        assert int(line.split("\t")[1]) == want
+    errors = run.stderr.splitlines()
+    assert len(errors) == len(bad)
+    for line, path in zip(errors, bad):
+        assert line.startswith(f"{path}: error: ")
+    assert "0 bytes" in errors[2] and "no such file" in errors[3] and "too large" in errors[4]
+
+
+def test_cli_all_good_exits_zero(quick, test_digits, tmp_path, capsys):
+    checkpoint, _ = quick
+    path = tmp_path / "d.png"
+    render_digit(test_digits[0][0], 56, (0, 0), 56).save(path)
+    assert main([str(path), "--checkpoint", str(checkpoint)]) == 0
+    assert capsys.readouterr().out.startswith(f"{path}\t")
+
+
+def test_cli_missing_checkpoint_and_usage(tmp_path):
+    path = tmp_path / "d.png"
+    Image.new("L", (28, 28)).save(path)
+    run = _cli(path)  # the default checkpoint: none in this test's private data folder
+    assert run.returncode == 1 and run.stdout == ""
+    assert "make reproduce" in run.stderr and "--checkpoint" in run.stderr and "model.pt" in run.stderr
+    assert _cli().returncode == 2
