@@ -10,7 +10,7 @@ Storage and workers:
   one torch thread each, share it.
 - Given a PostgreSQL URL, the same study can be joined from other machines with
   `make sweep-worker STUDY=... STORAGE=...`; dead workers are detected by heartbeat and their
-  point is retried by a live one (RetryFailedTrialCallback).
+  point is retried by a live one (RetryHeartbeatStaleTrialCallback).
 
 Resuming: a point counts as done when one of its trials is COMPLETE or PRUNED. On a re-run,
 finished points are not trained again, and points whose trials failed or were interrupted are
@@ -50,6 +50,20 @@ GRACE_S = int(os.environ.get("DIGITS_GRACE_S", "60"))           # silent this lo
 # logs every dropped duplicate as a failed trial with a traceback.
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+class _GridSampler(optuna.samplers.GridSampler):
+    """Optuna's GridSampler, minus a crash on queued trials (`requeue`, retries of failed points).
+
+    Its `after_trial` reads the trial's `grid_id` whenever exactly one grid point is left, but a
+    queued trial has none: the worker died with KeyError('grid_id') (optuna/optuna PR #6844).
+    """
+
+    def after_trial(self, study, trial, state, values) -> None:
+        if "grid_id" in trial.system_attrs:
+            super().after_trial(study, trial, state, values)
+        elif self.is_exhausted(study):
+            study.stop()
 
 
 class _Duplicate(Exception):
@@ -112,9 +126,13 @@ def storage_for(url: str | None, notebook: str):
     if url.startswith("sqlite"):
         raise ValueError("storage: SQLite is not safe for parallel workers (Optuna's FAQ); use the "
                          "default journal file, or a PostgreSQL URL to span machines")
+    if url.startswith("postgresql://"):
+        # SQLAlchemy 2.1 reads a bare postgresql:// as the psycopg (3) driver, which is not
+        # installed: the pinned driver is psycopg2 (psycopg2-binary).
+        url = "postgresql+psycopg2://" + url[len("postgresql://"):]
     return optuna.storages.RDBStorage(
         url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-        heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3))
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
 
 
 def _key(params: dict, names) -> tuple:
@@ -171,6 +189,8 @@ def make_objective(spec: StudySpec, prepared: data.Prepared, log=print):
                     momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
         train_loader, val_loader = prepared.loaders(cfg["batch_size"], cfg["seed"])
         history: list[dict] = []
+        if trial.user_attrs.get("history"):
+            trial.set_user_attr("history", history)  # a retry inherits the dead trial's attrs
 
         def on_epoch(row: dict) -> None:
             history.append(row)
@@ -201,14 +221,16 @@ def make_objective(spec: StudySpec, prepared: data.Prepared, log=print):
 def _pruner(spec: StudySpec):
     if spec.prune_below <= 0:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.ThresholdPruner(lower=spec.prune_below, n_warmup_steps=spec.prune_after - 1)
+    # Epochs are reported as steps 1, 2, ...; the pruner skips steps below n_warmup_steps, so
+    # the first epoch it judges is `prune_after` itself.
+    return optuna.pruners.ThresholdPruner(lower=spec.prune_below, n_warmup_steps=spec.prune_after)
 
 
 def open_study(spec: StudySpec, storage: str | None, create: bool = True) -> optuna.Study:
     """Create or load the study named after `spec`; its spec is stored with it for workers."""
     name = spec.name()
     kwargs = dict(study_name=name, storage=storage_for(storage, spec.notebook),
-                  sampler=optuna.samplers.GridSampler(spec.grid, seed=0), pruner=_pruner(spec))
+                  sampler=_GridSampler(spec.grid, seed=0), pruner=_pruner(spec))
     if not create:
         return optuna.load_study(**kwargs)
     study = optuna.create_study(direction="maximize", load_if_exists=True, **kwargs)
@@ -231,7 +253,15 @@ def requeue(study: optuna.Study, spec: StudySpec, local: bool) -> int:
     else:
         optuna.storages.fail_stale_trials(study)
     names = list(spec.grid)
-    tried = {_key(t.params, names) for t in study.get_trials(deepcopy=False)}
+    trials = study.get_trials(deepcopy=False)
+    tried = {_key(t.params, names) for t in trials}
+    # A trial stopped after GridSampler gave it a point (its `grid_id`) but before it set its
+    # params holds that point too: GridSampler counts it visited and never hands it out again.
+    sampler = study.sampler
+    if isinstance(sampler, optuna.samplers.GridSampler):
+        tried |= {_key(dict(zip(sampler._param_names, sampler._all_grids[t.system_attrs["grid_id"]])),
+                       names)
+                  for t in trials if not t.params and "grid_id" in t.system_attrs}
     n = 0
     for point in status(study, spec)["missing"]:
         # A point no trial ever had is left to the GridSampler; a failed one is queued again.
@@ -282,6 +312,11 @@ def run_study(spec: StudySpec, storage: str | None = None, workers: int | None =
               log=print) -> optuna.Study:
     """Run (or resume, or just load) the study with `workers` local processes; return it."""
     workers = P.integer("workers", workers or os.cpu_count() or 1, minimum=1)
+    if storage is None:
+        # This process tree alone runs the journal study (see `requeue`), so a lock file left
+        # now is a killed worker's (an interrupt kills them mid-write): Optuna would wait 30 s,
+        # silently, before breaking it.
+        (paths.data_dir() / "studies" / f"{spec.notebook}.journal.lock").unlink(missing_ok=True)
     study = open_study(spec, storage)
     stored = study.user_attrs["spec"]
     if stored["data"] != spec.data:

@@ -193,3 +193,33 @@ def _restore(path, model, scheduler, loader, run) -> list[dict]:
     if state["loader_rng"] is not None:
         loader.generator.set_state(state["loader_rng"])
     return list(state["history"])
+
+
+def check_settings(n_train: int, **settings) -> dict:
+    """Validate the training settings a notebook passes (any subset of them); return them cleaned.
+
+    One place for the checks 03-06 share, so a bad value stops each of them the same way,
+    before any training: epochs, batch_size (<= n_train), lr, momentum, weight_decay, hidden,
+    dropout, schedule, seed, prune_below, workers.
+    """
+    checks = {
+        "epochs": lambda v: P.integer("epochs", v, minimum=1),
+        "batch_size": lambda v: P.integer("batch_size", v, minimum=1, maximum=n_train),
+        "lr": lambda v: P.positive("lr", v),
+        "momentum": lambda v: P.number("momentum", v, low=0.0, high=1.0, high_open=True),
+        "weight_decay": lambda v: P.number("weight_decay", v, low=0.0),
+        "hidden": lambda v: list(P.sizes("hidden", v)),
+        "dropout": lambda v: list(P.numbers("dropout", v, low=0.0, high=1.0, high_open=True)),
+        "schedule": lambda v: P.choice("schedule", v, SCHEDULES),
+        "seed": lambda v: P.integer("seed", v, minimum=0),
+        "prune_below": lambda v: P.number("prune_below", v, low=0.0, high=1.0),
+        "workers": lambda v: P.integer("workers", v, minimum=0) or os.cpu_count() or 1,
+    }
+    unknown = set(settings) - set(checks)
+    if unknown:
+        raise TypeError(f"check_settings: no check for {sorted(unknown)}")
+    cleaned = {name: checks[name](value) for name, value in settings.items()}
+    if "hidden" in cleaned and "dropout" in cleaned and len(cleaned["hidden"]) != len(cleaned["dropout"]):
+        raise P.ParameterError(f"parameter 'dropout': one rate per hidden layer, got "
+                               f"{len(cleaned['dropout'])} rates for {len(cleaned['hidden'])} layers")
+    return cleaned

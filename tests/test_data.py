@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader
 
 from helpers import data
 
-from .conftest import synthetic_digits
+from conftest import synthetic_digits
 
 
 def test_normalize_is_one_affine_map_of_raw_pixels():

@@ -71,6 +71,14 @@ def make_spec(prepared: data.Prepared, grid: dict, notebook: str = "t_sweep", pr
                            prune_after=prune_after, data=sweep.data_fingerprint(prepared))
 
 
+def recorder(lines: list[str]):
+    """A `log` for run_study that keeps the lines and prints them (pytest shows them on failure)."""
+    def log(line: str) -> None:
+        lines.append(line)
+        print(line)
+    return log
+
+
 def key(params: dict, spec: sweep.StudySpec) -> tuple:
     return tuple(params.get(n) for n in spec.grid)
 
@@ -86,8 +94,8 @@ def finished_by_point(study: optuna.Study, spec: sweep.StudySpec) -> dict[tuple,
 
 
 def trained(t: optuna.trial.FrozenTrial) -> bool:
-    """Whether a trial trained (a dropped duplicate ends before its first epoch)."""
-    return "epochs_run" in t.user_attrs or "history" in t.user_attrs
+    """Whether a trial trained (a dropped duplicate ends before its model is even built)."""
+    return "epochs_run" in t.user_attrs
 
 
 def assert_duplicate(t: optuna.trial.FrozenTrial, study: optuna.Study, spec: sweep.StudySpec) -> None:
@@ -221,7 +229,7 @@ def pg_server():
 
 
 @pytest.fixture
-def pg_url(pg_server, short_heartbeat) -> str:
+def pg_url(pg_server) -> str:
     """A fresh database on the tests' server, per test."""
     return pg_server.create_database()
 
@@ -229,6 +237,7 @@ def pg_url(pg_server, short_heartbeat) -> str:
 # ----------------------------------------------------------------------------- storage, CLI
 
 def test_sqlite_storage_is_refused(prepared, tmp_path):
+    """SQLite is refused with a clear message on every entry point, before a file is made."""
     spec = make_spec(prepared, {"lr": [0.01, 0.1]})
     url = f"sqlite:///{tmp_path / 'study.db'}"
     with pytest.raises(ValueError, match="SQLite is not safe for parallel workers"):
@@ -241,6 +250,7 @@ def test_sqlite_storage_is_refused(prepared, tmp_path):
 
 
 def test_worker_refuses_unknown_study_and_other_data(prepared, capsys):
+    """`worker` names a missing study clearly, and will not train on other prepared data."""
     spec = make_spec(prepared, {"lr": [0.01, 0.1]})
     sweep.open_study(spec, None)
 
@@ -261,6 +271,8 @@ def test_worker_refuses_unknown_study_and_other_data(prepared, capsys):
 # ----------------------------------------------------------------------------- one process
 
 def test_results_table_one_row_per_point_with_its_own_trial(prepared):
+    """One row per grid point, built from that point's own finished trial (params, value,
+    history), and the first finished one if a point somehow has two."""
     spec = make_spec(prepared, {"lr": [0.02, 0.1], "batch_size": [32, 64]}, epochs=2)
     sweep.work(spec, None, prepared, log=lambda s: None)
     study = sweep.open_study(spec, None)
@@ -288,21 +300,46 @@ def test_results_table_one_row_per_point_with_its_own_trial(prepared):
     assert list(again["trial"]) == list(table["trial"])
 
 
+def test_retry_row_shows_the_retrys_own_run(prepared):
+    """A heartbeat retry (RetryHeartbeatStaleTrialCallback) copies the dead trial's user attrs, its
+    per-epoch history too; the point's row must show the retry's own run, here one that
+    diverged in its first epoch (so it never reported an epoch of its own)."""
+    spec = make_spec(prepared, {"lr": [0.05, 1e6]})
+    study = sweep.open_study(spec, None)
+    study.enqueue_trial({"lr": 1e6})
+    dead = study.ask()
+    dead.suggest_categorical("lr", spec.grid["lr"])
+    dead.set_user_attr("history", [{"epoch": 1, "val_acc": 0.5, "seconds": 1.0}])
+    study.tell(dead, state=FAIL)   # what fail_stale_trials does to a dead worker's trial
+    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)(study, study.trials[0])
+    assert study.trials[1].state == TrialState.WAITING
+    sweep.work(spec, None, prepared, log=lambda s: None)
+    study = sweep.open_study(spec, None)
+    retry = finished_by_point(study, spec)[(1e6,)]
+    assert retry.number == 1 and "diverged" in retry.user_attrs
+    row = sweep.results_table(study, spec).set_index("lr").loc[1e6]
+    assert row["trial"] == 1 and bool(row["diverged"])
+    assert row["history"] == [] and row["epochs_run"] == 0
+    assert row["val_acc"] == retry.value
+
+
 def test_diverged_point_is_complete_and_not_retried(prepared):
-    spec = make_spec(prepared, {"lr": [0.05, 1e12]}, epochs=2)
+    """A huge learning rate: the point ends COMPLETE with a `diverged` note, and a re-run
+    does not train it again."""
+    spec = make_spec(prepared, {"lr": [0.05, 1e6]}, epochs=2)
     sweep.work(spec, None, prepared, log=lambda s: None)
     study = sweep.open_study(spec, None)
     by_point = finished_by_point(study, spec)
-    bad, good = by_point[(1e12,)], by_point[(0.05,)]
+    bad, good = by_point[(1e6,)], by_point[(0.05,)]
     assert bad.state == COMPLETE and "non-finite loss" in bad.user_attrs["diverged"]
     assert 0.0 <= bad.value <= 1.0 and "diverged" not in good.user_attrs
     table = sweep.results_table(study, spec).set_index("lr")
-    assert bool(table.loc[1e12, "diverged"]) and not bool(table.loc[0.05, "diverged"])
+    assert bool(table.loc[1e6, "diverged"]) and not bool(table.loc[0.05, "diverged"])
 
     # Not retried: a re-run finds the study finished and trains nothing.
     n = len(study.trials)
     lines = []
-    sweep.run_study(spec, None, workers=2, log=lines.append)
+    sweep.run_study(spec, None, workers=2, log=recorder(lines))
     assert "2 of 2 points done" in lines[0] and "nothing to train" in lines[0]
     assert len(sweep.open_study(spec, None).trials) == n
     assert sweep.requeue(study, spec, local=True) == 0
@@ -310,6 +347,8 @@ def test_diverged_point_is_complete_and_not_retried(prepared):
 
 @pytest.mark.parametrize("prune_after", [1, 2])
 def test_pruning_marks_pruned_and_counts_saved_epochs(prepared, prune_after):
+    """A point below `prune_below` after `prune_after` epochs ends PRUNED right there; the
+    table and `epochs_saved` count the epochs it did not train."""
     epochs = 4
     spec = make_spec(prepared, {"lr": [1e-6, 0.1]}, epochs=epochs, prune_below=0.5,
                      prune_after=prune_after)
@@ -332,6 +371,8 @@ def test_pruning_marks_pruned_and_counts_saved_epochs(prepared, prune_after):
 
 
 def test_duplicates_are_dropped_without_training(prepared):
+    """A done point handed out again (queued twice, or re-handed by GridSampler on an exhausted
+    grid) is dropped by `_claim` before training: FAIL with `duplicate_of`, one row per point."""
     spec = make_spec(prepared, {"lr": [0.02, 0.05, 0.1]})
     study = sweep.open_study(spec, None)
     objective = sweep.make_objective(spec, prepared, log=lambda s: None)
@@ -414,7 +455,7 @@ def test_resume_trains_failed_and_interrupted_points_only(prepared):
 
     lines: list[str] = []
     with watchdog(90):
-        study = sweep.run_study(spec, None, workers=2, log=lines.append)
+        study = sweep.run_study(spec, None, workers=2, log=recorder(lines))
     by_point = finished_by_point(study, spec)
     assert by_point[key(done_trial.params, spec)].number == done_trial.number
     for t in study.trials:
@@ -430,9 +471,41 @@ def test_resume_trains_failed_and_interrupted_points_only(prepared):
     # A finished study trains nothing and starts no worker.
     n = len(study.trials)
     lines.clear()
-    study = sweep.run_study(spec, None, workers=2, log=lines.append)
+    study = sweep.run_study(spec, None, workers=2, log=recorder(lines))
     assert lines == [f"study {spec.name()}: 5 of 5 points done; nothing to train"]
     assert len(study.trials) == n
+
+
+def test_queued_point_finishing_with_one_grid_point_left(prepared):
+    """A re-run queues a failed point while one point was never handed out: Optuna's GridSampler
+    read the queued trial's (missing) grid id at that moment and the worker died (KeyError)."""
+    spec = make_spec(prepared, {"lr": [0.02, 0.05]})
+    study = sweep.open_study(spec, None)
+    t = study.ask()
+    failed = {n: t.suggest_categorical(n, spec.grid[n]) for n in spec.grid}
+    study.tell(t, state=FAIL)
+    assert sweep.requeue(study, spec, local=True) == 1
+    sweep.work(spec, None, prepared, log=lambda s: None)
+    study = sweep.open_study(spec, None)
+    by_point = finished_by_point(study, spec)
+    assert by_point[key(failed, spec)].user_attrs["retry"] is True
+    assert len(study.trials) == 3
+
+
+def test_rerun_breaks_the_lock_of_a_killed_journal_writer(prepared):
+    """A worker killed while appending to the journal (a notebook interrupt kills its workers)
+    leaves Optuna's lock file behind; the re-run must not sit out Optuna's 30 s grace period."""
+    spec = make_spec(prepared, {"lr": [0.02, 0.05]})
+    sweep.work(spec, None, prepared, log=lambda s: None)
+    journal = paths.data_dir() / "studies" / f"{spec.notebook}.journal"
+    lock = Path(optuna.storages.journal.JournalFileOpenLock(str(journal))._lock_file)
+    lock.touch()                   # what the killed writer left
+    lines: list[str] = []
+    start = time.monotonic()
+    sweep.run_study(spec, None, workers=1, log=recorder(lines))
+    assert time.monotonic() - start < 10
+    assert "2 of 2 points done; nothing to train" in lines[0]
+    assert not lock.exists()
 
 
 @pytest.mark.slow
@@ -447,7 +520,7 @@ def test_duplicate_handed_out_on_rerun_is_dropped_by_worker(prepared):
     study.enqueue_trial(p0)   # handed out again
     lines: list[str] = []
     with watchdog(60):
-        study = sweep.run_study(spec, None, workers=1, log=lines.append)
+        study = sweep.run_study(spec, None, workers=1, log=recorder(lines))
     assert "1 of 3 points done" in lines[0]
     by_point = finished_by_point(study, spec)
     assert by_point[key(p0, spec)].number == 0
@@ -489,7 +562,7 @@ def test_journal_study_killed_and_resumed(spawn):
 
     lines: list[str] = []
     with watchdog(120):
-        study = sweep.run_study(spec, None, workers=2, log=lines.append)
+        study = sweep.run_study(spec, None, workers=2, log=recorder(lines))
     assert f"{len(done_before)} of 6 points done" in lines[0]
     by_point = finished_by_point(study, spec)
     for point, number in done_before.items():
@@ -528,12 +601,14 @@ def _group_alive(pgid: int) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_postgres_two_workers_train_every_point_once(prepared, pg_url, capsys):
-    spec = make_spec(prepared, {"lr": [0.02, 0.05, 0.1], "batch_size": [16, 32]}, epochs=3,
-                     batch_size=16)
+def test_postgres_two_workers_train_every_point_once(pg_url, capsys):
+    """run_study with two local workers on a PostgreSQL study: every point trained once, by
+    one of the two; the study can then be joined by notebook name, not by an unknown one."""
+    prepared = save_synthetic(2000)   # about half a second a trial: both workers get some
+    spec = make_spec(prepared, {"lr": [0.02, 0.05, 0.1], "batch_size": [8, 16]}, epochs=4)
     lines: list[str] = []
     with watchdog(90):
-        study = sweep.run_study(spec, pg_url, workers=2, log=lines.append)
+        study = sweep.run_study(spec, pg_url, workers=2, log=recorder(lines))
     by_point = finished_by_point(study, spec)
     assert all(t.state == COMPLETE for t in by_point.values())
     for t in study.trials:
@@ -559,7 +634,11 @@ def test_postgres_two_workers_train_every_point_once(prepared, pg_url, capsys):
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_postgres_killed_worker_point_is_retrained_by_the_other(pg_url, spawn):
+def test_postgres_killed_worker_point_is_retrained_by_the_other(pg_url, short_heartbeat, spawn):
+    """Two workers from the command line on one PostgreSQL study; one is SIGKILLed mid-trial.
+    Its trial stops beating, the survivor fails it (heartbeat) and trains its point again from the
+    retry queued by RetryHeartbeatStaleTrialCallback. (A short heartbeat is safe here: after the kill only
+    one worker is alive, and a worker never judges trials while it trains one.)"""
     prepared = save_synthetic(SLOW_SAMPLES)
     epochs = SLOW_FIXED["epochs"]
     spec = make_spec(prepared, {"lr": [0.005, 0.01, 0.02, 0.03, 0.04, 0.05]}, **SLOW_FIXED)
@@ -587,7 +666,7 @@ def test_postgres_killed_worker_point_is_retrained_by_the_other(pg_url, spawn):
     assert retry.state == COMPLETE and retry.system_attrs.get("failed_trial") == killed.number
     assert retry.params == killed.params and len(retry.user_attrs["history"]) == epochs
     for t in study.trials:
-        if t.state not in sweep.FINISHED and t is not killed:
+        if t.state not in sweep.FINISHED and t.number != killed.number:
             assert_duplicate(t, study, spec)
     survivor_lines = survivor.log_path.read_text()
     assert f"trial {retry.number} " in survivor_lines                 # the survivor retrained it

@@ -83,3 +83,31 @@ def test_bad_run_settings_stop_before_training(small_prepared):
     with pytest.raises(ParameterError, match="parameter 'batch_size'"):
         T.fit(model, big, vl, 1)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("settings, match", [
+    ({"lr": 0}, "parameter 'lr'"),
+    ({"lr": -0.1}, "parameter 'lr'"),
+    ({"lr": float("inf")}, "parameter 'lr'"),
+    ({"batch_size": 0}, "parameter 'batch_size'"),
+    ({"batch_size": 1001}, r"parameter 'batch_size'.*<= 1000"),
+    ({"epochs": 0}, "parameter 'epochs'"),
+    ({"dropout": [0.1, 1.0]}, r"parameter 'dropout\[1\]'"),
+    ({"dropout": [-0.1]}, r"parameter 'dropout\[0\]'"),
+    ({"hidden": []}, "parameter 'hidden'"),
+    ({"hidden": [128, 0]}, r"parameter 'hidden\[1\]'"),
+    ({"hidden": [64, 32], "dropout": [0.1]}, "one rate per hidden layer"),
+    ({"schedule": "cosine"}, "parameter 'schedule'"),
+    ({"seed": -1}, "parameter 'seed'"),
+    ({"prune_below": 1.5}, "parameter 'prune_below'"),
+])
+def test_check_settings_names_the_bad_parameter(settings, match):
+    with pytest.raises(ParameterError, match=match):
+        T.check_settings(1000, **settings)
+
+
+def test_check_settings_returns_clean_values():
+    out = T.check_settings(1000, epochs=3, hidden=(64, 32), dropout=[0.1, 0.2], workers=0)
+    assert out["hidden"] == [64, 32] and out["epochs"] == 3 and out["workers"] >= 1
+    with pytest.raises(TypeError, match="no check for"):
+        T.check_settings(1000, colour="red")
