@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import paths, store
 from .kaggle import CsvFormatError, label_last, read_digits_csv  # noqa: F401  (re-exported)
@@ -90,17 +90,39 @@ def batch_identity(batch):
     return batch
 
 
+class TensorBatches(Sampler):
+    """Batches of indices as tensors: one permutation per epoch, sliced into batches.
+
+    The default RandomSampler + BatchSampler yield every index as a Python int and gather them
+    into lists, tens of microseconds per batch; here a batch is a view of one `randperm`.
+    `generator` holds the shuffle state: a checkpoint saves it to resume with the same order.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool = False, seed: int = 0):
+        self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
+        self.generator = torch.Generator().manual_seed(seed) if shuffle else None
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        return iter(order.split(self.batch_size))
+
+
 def make_loader(dataset: DigitsDataset, batch_size: int, shuffle: bool = False,
                 seed: int = 0) -> DataLoader:
-    """A single-process DataLoader over an in-memory dataset.
+    """A single-process DataLoader over an in-memory dataset, one tensor index per batch.
 
     Workers would only copy batches between processes: the data is in memory and a batch is
-    one index operation. The generator makes the shuffle order a function of `seed` alone, and
-    its state is what a checkpoint saves to resume mid-run with the same order.
+    one index operation. The shuffle order is a function of `seed` alone.
     """
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+    return DataLoader(dataset, batch_sampler=TensorBatches(len(dataset), batch_size, shuffle, seed),
                       collate_fn=batch_identity, num_workers=0)
+
+
+def batch_size_of(loader: DataLoader) -> int:
+    return loader.batch_size or loader.batch_sampler.batch_size
 
 
 def split_indices(labels: torch.Tensor, val_fraction: float | int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

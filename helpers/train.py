@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import params as P
-from .data import Normalization
+from .data import Normalization, batch_size_of
 from .model import MLP, CheckpointError, read_checkpoint, save_checkpoint
 
 SCHEDULES = ("onecycle", "constant")
@@ -120,12 +120,12 @@ def fit(model: MLP, train_loader: DataLoader, val_loader: DataLoader, epochs: in
     `on_epoch(row)` sees each epoch's row (a study reports to its pruner there; raising stops).
     `progress`: a live bar (notebook) or one log line per epoch; default: bar unless headless.
     """
-    check_run(epochs, train_loader.batch_size or 1, len(train_loader.dataset))
+    check_run(epochs, batch_size_of(train_loader), len(train_loader.dataset))
     resume = P.boolean("resume", resume)
     device = next(model.parameters()).device
     norm = norm or getattr(train_loader.dataset, "norm", Normalization())
     scheduler = make_scheduler(model, schedule, epochs, len(train_loader))
-    run = {"epochs": epochs, "schedule": schedule, "batch_size": train_loader.batch_size,
+    run = {"epochs": epochs, "schedule": schedule, "batch_size": batch_size_of(train_loader),
            "optimizer": model.optimizer_config, "model": model.config}
     history: list[dict] = []
     if resume and checkpoint is not None and Path(checkpoint).exists():
@@ -169,7 +169,12 @@ def _training_state(model, scheduler, loader, run, history) -> dict:
     return {"run": run, "history": history, "optimizer": model.optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "torch_rng": torch.get_rng_state(),
-            "loader_rng": loader.generator.get_state() if loader.generator is not None else None}
+            "loader_rng": _shuffle_rng(loader).get_state() if _shuffle_rng(loader) is not None else None}
+
+
+def _shuffle_rng(loader: DataLoader) -> torch.Generator | None:
+    """The generator that decides the loader's shuffle order (ours keeps it in its batch sampler)."""
+    return getattr(loader.batch_sampler, "generator", None) or loader.generator
 
 
 def _restore(path, model, scheduler, loader, run) -> list[dict]:
@@ -191,7 +196,7 @@ def _restore(path, model, scheduler, loader, run) -> list[dict]:
         scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     if state["loader_rng"] is not None:
-        loader.generator.set_state(state["loader_rng"])
+        _shuffle_rng(loader).set_state(state["loader_rng"])
     return list(state["history"])
 
 
