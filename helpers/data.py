@@ -206,3 +206,31 @@ def load_prepared(path: str | os.PathLike | None = None) -> Prepared:
     blob = torch.load(path, weights_only=True)
     return Prepared(blob["images"], blob["labels"], blob["train_idx"], blob["val_idx"],
                     blob["source"], blob["parameters"], Normalization(**blob["normalization"]))
+
+
+class RandomShift:
+    """Training-only augmentation: move each digit by up to `max_shift` pixels in x and y.
+
+    Works on normalized batches `[N, 784]`: pad with the background value, then gather each
+    image's shifted window through a precomputed index table, one table row per shift. The
+    draws come from torch's global generator, so a seeded run is reproducible and resumable.
+    """
+
+    def __init__(self, max_shift: int = 2, norm: Normalization = Normalization()):
+        self.max_shift = max_shift
+        self.background = -norm.mean / norm.std       # what a 0 pixel becomes
+        side = 28 + 2 * max_shift
+        rows = torch.arange(28).view(28, 1)
+        cols = torch.arange(28).view(1, 28)
+        shifts = [(dy, dx) for dy in range(-max_shift, max_shift + 1) for dx in range(-max_shift, max_shift + 1)]
+        # index into the padded image of the pixel that lands at (r, c) after shifting by (dy, dx)
+        self.table = torch.stack([((rows - dy + max_shift) * side + (cols - dx + max_shift)).reshape(-1)
+                                  for dy, dx in shifts])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.max_shift == 0:
+            return x
+        m = self.max_shift
+        padded = torch.nn.functional.pad(x.view(-1, 28, 28), (m, m, m, m), value=self.background)
+        choice = torch.randint(len(self.table), (len(x),))
+        return padded.reshape(len(x), -1).gather(1, self.table.to(x.device)[choice])

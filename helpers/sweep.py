@@ -139,14 +139,18 @@ def _key(params: dict, names) -> tuple:
     return tuple(params.get(n) for n in names)
 
 
+def _point_of(trial, names) -> tuple:
+    """The grid point a trial holds: its params, or, while queued, the params it was queued with."""
+    return _key(trial.params or trial.system_attrs.get("fixed_params", {}), names)
+
+
 def status(study: optuna.Study, spec: StudySpec) -> dict[str, list]:
     """Grid points by state: done, running, waiting (queued), missing (never run or failed)."""
     names = list(spec.grid)
     trials = study.get_trials(deepcopy=False)
     by_state: dict[str, list] = {"done": [], "running": [], "waiting": [], "missing": []}
     for point in spec.points():
-        states = {t.state for t in trials if _key(t.params, names) == _key(point, names)
-                  or _key(t.system_attrs.get("fixed_params", {}), names) == _key(point, names)}
+        states = {t.state for t in trials if _point_of(t, names) == _key(point, names)}
         if states & set(FINISHED):
             by_state["done"].append(point)
         elif TrialState.RUNNING in states:
@@ -165,11 +169,7 @@ def _claim(study: optuna.Study, trial: optuna.Trial, point: dict, names) -> None
     (running or queued) trial holds it: of racing claims exactly one, the oldest, trains.
     """
     for other in study.get_trials(deepcopy=False):
-        if other.number == trial.number:
-            continue
-        same = _key(other.params, names) == _key(point, names) or \
-            _key(other.system_attrs.get("fixed_params", {}), names) == _key(point, names)
-        if not same:
+        if other.number == trial.number or _point_of(other, names) != _key(point, names):
             continue
         if other.state in FINISHED or (other.state in (TrialState.RUNNING, TrialState.WAITING)
                                        and other.number < trial.number):

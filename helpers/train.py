@@ -48,7 +48,7 @@ def headless() -> bool:
 
 
 def train_epoch(model: MLP, loader: DataLoader, scheduler=None, *, epoch: int = 1,
-                device: torch.device | None = None, bar=None) -> tuple[float, float]:
+                device: torch.device | None = None, bar=None, augment=None) -> tuple[float, float]:
     """One pass over `loader` with `model.fit_step`; returns (mean loss, accuracy) of the pass.
 
     Metrics are accumulated as tensors and read once at the end; only the loss is read every
@@ -61,6 +61,8 @@ def train_epoch(model: MLP, loader: DataLoader, scheduler=None, *, epoch: int = 
     seen = 0
     for step, (x, y) in enumerate(loader, start=1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if augment is not None:
+            x = augment(x)
         loss, logits = model.fit_step(x, y)
         value = loss.item()
         if not math.isfinite(value):
@@ -111,6 +113,7 @@ def fit(model: MLP, train_loader: DataLoader, val_loader: DataLoader, epochs: in
         schedule: str = "onecycle", norm: Normalization | None = None,
         checkpoint: str | os.PathLike | None = None, resume: bool = False,
         on_epoch: Callable[[dict], None] | None = None, progress: bool | None = None,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         log: Callable[[str], None] = print) -> list[dict]:
     """Train for `epochs`; return the history, one dict per epoch.
 
@@ -119,6 +122,7 @@ def fit(model: MLP, train_loader: DataLoader, val_loader: DataLoader, epochs: in
     never interrupted (same optimizer, schedule, shuffle-order and dropout RNG states).
     `on_epoch(row)` sees each epoch's row (a study reports to its pruner there; raising stops).
     `progress`: a live bar (notebook) or one log line per epoch; default: bar unless headless.
+    `augment`: applied to each training batch after normalization (e.g. `data.RandomShift`).
     """
     check_run(epochs, batch_size_of(train_loader), len(train_loader.dataset))
     resume = P.boolean("resume", resume)
@@ -126,6 +130,7 @@ def fit(model: MLP, train_loader: DataLoader, val_loader: DataLoader, epochs: in
     norm = norm or getattr(train_loader.dataset, "norm", Normalization())
     scheduler = make_scheduler(model, schedule, epochs, len(train_loader))
     run = {"epochs": epochs, "schedule": schedule, "batch_size": batch_size_of(train_loader),
+           "augment": getattr(augment, "max_shift", None),
            "optimizer": model.optimizer_config, "model": model.config}
     history: list[dict] = []
     if resume and checkpoint is not None and Path(checkpoint).exists():
@@ -143,7 +148,7 @@ def fit(model: MLP, train_loader: DataLoader, val_loader: DataLoader, epochs: in
             start = time.perf_counter()
             lr = model.optimizer.param_groups[0]["lr"]
             train_loss, train_acc = train_epoch(model, train_loader, scheduler, epoch=epoch,
-                                                device=device, bar=bar)
+                                                device=device, bar=bar, augment=augment)
             val_loss, val_acc = validate(model, val_loader, device)
             row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                    "val_loss": val_loss, "val_acc": val_acc, "lr": lr,

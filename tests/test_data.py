@@ -118,3 +118,20 @@ def test_prepare_from_csv_and_bad_sources(tmp_path):
 def test_load_prepared_missing_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="01_data"):
         data.load_prepared(tmp_path / "nope.pt")
+
+
+def test_random_shift_moves_each_digit_within_bounds():
+    images = torch.zeros(200, 28, 28, dtype=torch.uint8)
+    images[:, 14, 14] = 255                              # one bright pixel in the middle
+    x = data.normalize(images)
+    torch.manual_seed(0)
+    shifted = data.RandomShift(2)(x).view(200, 28, 28)
+    bright = (shifted > 0).nonzero()
+    assert len(bright) == 200                           # every image keeps its one pixel
+    offsets = bright[:, 1:] - 14
+    assert offsets.abs().max() == 2 and len({tuple(o) for o in offsets.tolist()}) > 15  # per digit
+    background = data.normalize(torch.zeros(1, 28, 28, dtype=torch.uint8))[0, 0]
+    assert torch.allclose(shifted[shifted <= 0], background)  # padding is the background value
+    torch.manual_seed(0)
+    assert torch.equal(data.RandomShift(2)(x).view(200, 28, 28), shifted)  # seeded
+    assert torch.equal(data.RandomShift(0)(x), x)

@@ -4,16 +4,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import model as M, train as T
+from helpers import data, model as M, train as T
 from helpers.params import ParameterError
 
 
-def _run(prepared, epochs=3, seed=0, checkpoint=None, resume=False, on_epoch=None, lr=0.05):
+def _run(prepared, epochs=3, seed=0, checkpoint=None, resume=False, on_epoch=None, lr=0.05, shift=0):
     T.seed_everything(seed)
     model = M.MLP((32, 16), (0.1, 0.1), lr=lr)
     tl, vl = prepared.loaders(batch_size=32, seed=seed)
-    history = T.fit(model, tl, vl, epochs, checkpoint=checkpoint, resume=resume,
-                    on_epoch=on_epoch, log=lambda s: None)
+    history = T.fit(model, tl, vl, epochs, checkpoint=checkpoint, resume=resume, on_epoch=on_epoch,
+                    augment=data.RandomShift(shift) if shift else None, log=lambda s: None)
     return model, history
 
 
@@ -36,8 +36,9 @@ def test_same_seed_same_numbers(small_prepared):
     assert strip(h3) != strip(h1)
 
 
-def test_resume_ends_with_the_same_weights(small_prepared, tmp_path):
-    full, full_history = _run(small_prepared, epochs=4)
+@pytest.mark.parametrize("shift", [0, 2])
+def test_resume_ends_with_the_same_weights(small_prepared, tmp_path, shift):
+    full, full_history = _run(small_prepared, epochs=4, shift=shift)
 
     class Interrupted(Exception):
         pass
@@ -47,10 +48,10 @@ def test_resume_ends_with_the_same_weights(small_prepared, tmp_path):
             raise Interrupted
     ckpt = tmp_path / "run.pt"
     with pytest.raises(Interrupted):
-        _run(small_prepared, epochs=4, checkpoint=ckpt, on_epoch=stop_after_two)
+        _run(small_prepared, epochs=4, checkpoint=ckpt, on_epoch=stop_after_two, shift=shift)
     # fresh objects, as after a crash: everything comes from the checkpoint
     torch.manual_seed(12345)
-    resumed, history = _run(small_prepared, epochs=4, checkpoint=ckpt, resume=True)
+    resumed, history = _run(small_prepared, epochs=4, checkpoint=ckpt, resume=True, shift=shift)
     assert len(history) == 4
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
