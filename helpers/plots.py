@@ -125,12 +125,16 @@ def final_metrics(table: "pd.DataFrame", x: str, log_x: bool = True, title: str 
 
 
 def heatmap(matrix: "pd.DataFrame", title: str, fmt: str = ".2f", cmap: str = "viridis",
-            xlabel: str | None = None, ylabel: str | None = None):
-    """A seaborn heatmap of a 2-D table (e.g. validation accuracy by lr x batch size)."""
+            xlabel: str | None = None, ylabel: str | None = None, vmin: float | None = None):
+    """A seaborn heatmap of a 2-D table (e.g. validation accuracy by lr x batch size).
+
+    `vmin` clips the colour scale from below, so a few failed cells do not wash out the
+    differences between the good ones (their numbers are still printed).
+    """
     import seaborn as sns
 
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * matrix.shape[1], 0.8 + 0.55 * matrix.shape[0]))
-    sns.heatmap(matrix, annot=True, fmt=fmt, cmap=cmap, ax=ax, cbar=True, annot_kws={"fontsize": 8})
+    sns.heatmap(matrix, annot=True, fmt=fmt, cmap=cmap, ax=ax, cbar=True, annot_kws={"fontsize": 8}, vmin=vmin)
     ax.set_title(title)
     ax.set_xlabel(xlabel or matrix.columns.name or "")
     ax.set_ylabel(ylabel or matrix.index.name or "")
