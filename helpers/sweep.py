@@ -226,13 +226,11 @@ def _pruner(spec: StudySpec):
     return optuna.pruners.ThresholdPruner(lower=spec.prune_below, n_warmup_steps=spec.prune_after)
 
 
-def open_study(spec: StudySpec, storage: str | None, create: bool = True) -> optuna.Study:
+def open_study(spec: StudySpec, storage: str | None) -> optuna.Study:
     """Create or load the study named after `spec`; its spec is stored with it for workers."""
     name = spec.name()
     kwargs = dict(study_name=name, storage=storage_for(storage, spec.notebook),
                   sampler=_GridSampler(spec.grid, seed=0), pruner=_pruner(spec))
-    if not create:
-        return optuna.load_study(**kwargs)
     study = optuna.create_study(direction="maximize", load_if_exists=True, **kwargs)
     if "spec" not in study.user_attrs:
         study.set_user_attr("spec", asdict(spec))
@@ -409,8 +407,7 @@ def worker_main(argv=None) -> int:
         parser.error(f"this machine's data/prepared.pt differs from the study's ({spec.data}); "
                      "run 01_data with the same parameters here first")
     if args.workers > 1:
-        spec_storage = args.storage
-        _spawn_workers(spec, spec_storage, args.workers, print)
+        _spawn_workers(spec, args.storage, args.workers, print)
         return 0
     torch.set_num_threads(args.threads)
     work(spec, args.storage, prepared, log=lambda s: print(s, flush=True))

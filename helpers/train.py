@@ -103,12 +103,6 @@ def make_scheduler(model: MLP, schedule: str, epochs: int, steps_per_epoch: int)
         steps_per_epoch=steps_per_epoch, pct_start=0.25, cycle_momentum=False)
 
 
-def check_run(epochs: int, batch_size: int, n_train: int) -> None:
-    """Stop before any training on settings that cannot work."""
-    P.integer("epochs", epochs, minimum=1)
-    P.integer("batch_size", batch_size, minimum=1, maximum=n_train)
-
-
 def fit(model: MLP, train_loader: DataLoader, val_loader: DataLoader, epochs: int, *,
         schedule: str = "onecycle", norm: Normalization | None = None,
         checkpoint: str | os.PathLike | None = None, resume: bool = False,
@@ -124,7 +118,7 @@ def fit(model: MLP, train_loader: DataLoader, val_loader: DataLoader, epochs: in
     `progress`: a live bar (notebook) or one log line per epoch; default: bar unless headless.
     `augment`: applied to each training batch after normalization (e.g. `data.RandomShift`).
     """
-    check_run(epochs, batch_size_of(train_loader), len(train_loader.dataset))
+    check_settings(len(train_loader.dataset), epochs=epochs, batch_size=batch_size_of(train_loader))
     resume = P.boolean("resume", resume)
     device = next(model.parameters()).device
     norm = norm or getattr(train_loader.dataset, "norm", Normalization())
