@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -90,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in ORDER:
         seconds = execute(name, folder / "notebooks" / f"{name}.ipynb", SMOKE_PARAMETERS[name])
         print(f"smoke {name}: {seconds:.1f} s", flush=True)
-    print(f"smoke run passed in {folder}")
+    if args.keep:
+        print(f"smoke run passed; its notebooks, data and figures are in {folder}")
+    else:
+        shutil.rmtree(folder)
+        print("smoke run passed")
     return 0
 
 
