@@ -114,12 +114,15 @@ def hidden_sizes(value) -> list[int]:
     return list(value)
 
 
+def _journal_path(notebook: str) -> Path:
+    return paths.data_dir() / "studies" / f"{notebook}.journal"
+
+
 def storage_for(url: str | None, notebook: str):
     """Journal file under data/studies/ by default; an RDB URL (PostgreSQL) with heartbeat."""
     if not url:
-        folder = paths.data_dir() / "studies"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{notebook}.journal"
+        path = _journal_path(notebook)
+        path.parent.mkdir(parents=True, exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(
             str(path), lock_obj=optuna.storages.journal.JournalFileOpenLock(str(path)))
         return optuna.storages.JournalStorage(backend)
@@ -314,7 +317,7 @@ def run_study(spec: StudySpec, storage: str | None = None, workers: int | None =
         # This process tree alone runs the journal study (see `requeue`), so a lock file left
         # now is a killed worker's (an interrupt kills them mid-write): Optuna would wait 30 s,
         # silently, before breaking it.
-        (paths.data_dir() / "studies" / f"{spec.notebook}.journal.lock").unlink(missing_ok=True)
+        _journal_path(spec.notebook).with_suffix(".journal.lock").unlink(missing_ok=True)
     study = open_study(spec, storage)
     stored = study.user_attrs["spec"]
     if stored["data"] != spec.data:

@@ -51,8 +51,8 @@ def train_epoch(model: MLP, loader: DataLoader, scheduler=None, *, epoch: int = 
                 device: torch.device | None = None, bar=None, augment=None) -> tuple[float, float]:
     """One pass over `loader` with `model.fit_step`; returns (mean loss, accuracy) of the pass.
 
-    Metrics are accumulated as tensors and read once at the end; only the loss is read every
-    step, to stop on the first non-finite value rather than train on garbage.
+    The correct-count stays a tensor, read once at the end; the loss is read every step, to
+    stop on the first non-finite value rather than train on garbage.
     """
     device = device or next(model.parameters()).device
     model.train()
@@ -165,10 +165,11 @@ def fit(model: MLP, train_loader: DataLoader, val_loader: DataLoader, epochs: in
 
 
 def _training_state(model, scheduler, loader, run, history) -> dict:
+    shuffle = _shuffle_rng(loader)
     return {"run": run, "history": history, "optimizer": model.optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "torch_rng": torch.get_rng_state(),
-            "loader_rng": _shuffle_rng(loader).get_state() if _shuffle_rng(loader) is not None else None}
+            "loader_rng": shuffle.get_state() if shuffle is not None else None}
 
 
 def _shuffle_rng(loader: DataLoader) -> torch.Generator | None:
