@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Papermill and nbval runs are headless: log lines instead of live progress widgets.
 export DIGITS_HEADLESS := 1
 
-.PHONY: help env reproduce test test-unit test-notebooks smoke bench lab sweep-worker clean
+.PHONY: help env reproduce reproduce-full compare-recipes test test-unit test-notebooks smoke bench lab worker clean
 
 ## help: list the targets
 help:
@@ -26,6 +26,14 @@ env: $(STAMP)
 reproduce: $(STAMP)
 	$(BIN)/python -m helpers.notebooks run
 
+## reproduce-full: studies 04-06 at the seed's budget (20 epochs, every point, all digits) -> figures/full/
+reproduce-full: $(STAMP)
+	$(BIN)/python -m helpers.notebooks full $(if $(SEEDS),--seeds $(SEEDS))
+
+## compare-recipes: the final model's candidate recipes, 3 seeds each, on validation -> figures/full/06_recipes.json
+compare-recipes: $(STAMP)
+	$(BIN)/python -m helpers.final compare
+
 ## test: the whole suite: unit tests, nbval on every committed notebook, a small papermill smoke run
 test: test-unit test-notebooks smoke
 
@@ -33,9 +41,9 @@ test: test-unit test-notebooks smoke
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q
 
-## test-notebooks: nbval re-executes the committed notebooks and checks their marked outputs
+## test-notebooks: nbval re-executes the committed notebooks (in a temporary folder) and checks their marked outputs
 test-notebooks: $(STAMP)
-	$(BIN)/python -m pytest --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider notebooks -q
+	$(BIN)/python -m helpers.notebooks nbval
 
 ## smoke: every notebook through papermill with small parameters, into a temporary folder
 smoke: $(STAMP)
@@ -47,12 +55,12 @@ bench: $(STAMP)
 
 ## lab: open JupyterLab on the notebooks
 lab: $(STAMP)
-	DIGITS_HEADLESS= $(BIN)/jupyter lab notebooks
+	DIGITS_HEADLESS= $(BIN)/jupyter lab notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
-## sweep-worker: join a study from another machine: make sweep-worker STUDY=06_grid_search STORAGE=postgresql://...
-sweep-worker: $(STAMP)
-	@test -n "$(STUDY)" -a -n "$(STORAGE)" || { echo "usage: make sweep-worker STUDY=<04_lr_sweep|05_batch_sweep|06_grid_search> STORAGE=postgresql://user:pass@host/db [WORKERS=n]"; exit 2; }
-	$(BIN)/python -m helpers.sweep worker --study $(STUDY) --storage '$(STORAGE)' $(if $(WORKERS),--workers $(WORKERS))
+## worker: join a study from another machine: DIGITS_STORAGE=postgresql://... make worker NOTEBOOK=06_grid_search
+worker: $(STAMP)
+	@test -n "$(NOTEBOOK)" || { echo "usage: DIGITS_STORAGE=postgresql://user@host/db make worker NOTEBOOK=<04_lr_sweep|05_batch_sweep|06_grid_search> [WORKERS=n]  (password: PGPASSWORD, ~/.pgpass or inside DIGITS_STORAGE)"; exit 2; }
+	$(BIN)/python -m helpers.workers --notebook $(NOTEBOOK) $(if $(WORKERS),--workers $(WORKERS))
 
 ## clean: remove prepared data, checkpoints and study storage (keeps the downloaded archives)
 clean:

@@ -1,10 +1,14 @@
-"""Run the numbered notebooks headlessly with papermill: `make reproduce` and `make smoke`.
+"""Run the numbered notebooks headlessly with papermill: `make reproduce`, `reproduce-full`, tests.
 
     python -m helpers.notebooks run [NAME ...]   # default parameters, written back in place
-    python -m helpers.notebooks smoke            # small parameters, into a temporary folder
+    python -m helpers.notebooks full [--seeds 0 1 2]  # 04-06 at the seed's budget -> figures/full/
+    python -m helpers.notebooks smoke [--keep DIR]    # small parameters, into a temporary folder
+    python -m helpers.notebooks nbval            # nbval on the committed notebooks, in a temporary folder
 
-Each notebook is executed into a temporary file and moved over the committed one only when it
-ran to the end, so a failed run never leaves a half-executed notebook under its real name.
+Each notebook is executed into a temporary file and moved over its real name only when it ran to
+the end, so a failed run never leaves a half-executed notebook under its real name. `smoke` and
+`nbval` write nothing into the checkout: data, figures and studies go to a temporary folder (the
+committed full-budget results are copied there, so the studies can compare with them).
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,17 +26,19 @@ from . import paths, store
 
 ORDER = ["01_data", "02_model", "03_training", "04_lr_sweep", "05_batch_sweep",
          "06_grid_search", "07_test_eval"]
+STUDIES = ["04_lr_sweep", "05_batch_sweep", "06_grid_search"]
 
 # Small enough to run all seven in a couple of minutes; each still goes through every cell.
 SMOKE_PARAMETERS = {
     "01_data": {"max_samples": 6000},
     "02_model": {},
     "03_training": {"epochs": 1, "batch_size": 256},
-    "04_lr_sweep": {"epochs": 1, "learning_rates": [0.01, 0.1], "workers": 2},
-    "05_batch_sweep": {"epochs": 1, "batch_sizes": [64, 256], "workers": 2},
-    "06_grid_search": {"epochs": 2, "learning_rates": [0.01, 0.1], "batch_sizes": [64, 128],
-                       "final_epochs": 1, "workers": 2},
-    "07_test_eval": {"rendered_digits": 20},
+    "04_lr_sweep": {"epochs": 1, "fraction": 0.5, "learning_rates": [0.01, 0.1], "seeds": [0, 1], "workers": 2},
+    "05_batch_sweep": {"epochs": 1, "fraction": 0.5, "batch_sizes": [64, 256], "seeds": [0, 1], "workers": 2},
+    "06_grid_search": {"epochs": 1, "fraction": 0.5, "learning_rates": [0.01, 0.1], "batch_sizes": [64, 128],
+                       "seeds": [0], "finalists": 1, "finalist_seeds": [1], "final_epochs": 1,
+                       "final_seeds": [0, 1], "workers": 2},
+    "07_test_eval": {"rendered_digits": 20, "photo_digits": 40},
 }
 
 
@@ -61,13 +68,33 @@ def recorded_seconds(notebook: Path) -> float | None:
     return meta.get("duration")
 
 
+def private_folders(folder: Path) -> None:
+    """Send data/ and figures/ to `folder` for this process and its kernels, like a fresh clone.
+
+    The committed full-budget results go along (the studies compare with them), and so do the
+    MNIST archives already fetched, read in place rather than fetched again.
+    """
+    os.environ["DIGITS_DATA_DIR"] = str(folder / "data")
+    os.environ["DIGITS_FIGURES_DIR"] = str(folder / "figures")
+    committed_full = paths.ROOT / "figures" / "full"
+    if committed_full.is_dir():
+        shutil.copytree(committed_full, folder / "figures" / "full", dirs_exist_ok=True)
+    raw = paths.ROOT / "data" / "raw"
+    if not os.environ.get("MNIST_DATA_DIR") and not os.environ.get("MNIST_MIRROR") and raw.is_dir():
+        os.environ["MNIST_DATA_DIR"] = str(raw)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute notebooks with default parameters, in place")
     run.add_argument("names", nargs="*", default=ORDER, help="notebooks to run (default: all, in order)")
+    full = sub.add_parser("full", help="04-06 at the seed's budget; results and executed copies in figures/full/")
+    full.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds per point (default: 0)")
     smoke = sub.add_parser("smoke", help="execute all notebooks with small parameters in a temporary folder")
     smoke.add_argument("--keep", type=Path, help="run in this folder and keep it")
+    nbval = sub.add_parser("nbval", help="nbval on the committed notebooks, in a temporary folder")
+    nbval.add_argument("pytest_args", nargs="*", help="extra pytest arguments")
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -82,21 +109,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"total: {total:.1f} s")
         return 0
 
-    folder = args.keep or Path(tempfile.mkdtemp(prefix="digits-smoke-"))
-    os.environ["DIGITS_DATA_DIR"] = str(folder / "data")
-    os.environ["DIGITS_FIGURES_DIR"] = str(folder / "figures")
-    if not os.environ.get("MNIST_MIRROR") and not os.environ.get("MNIST_DATA_DIR"):
-        # reuse the archives a reproduce already fetched instead of downloading them again
-        os.environ["MNIST_DATA_DIR"] = str(paths.ROOT / "data" / "raw")
-    for name in ORDER:
-        seconds = execute(name, folder / "notebooks" / f"{name}.ipynb", SMOKE_PARAMETERS[name])
-        print(f"smoke {name}: {seconds:.1f} s", flush=True)
-    if args.keep:
-        print(f"smoke run passed; its notebooks, data and figures are in {folder}")
-    else:
-        shutil.rmtree(folder)
-        print("smoke run passed")
-    return 0
+    if args.command == "full":
+        if not paths.prepared_path().exists():
+            print("no prepared data yet: running 01_data first", flush=True)
+            execute("01_data", paths.NOTEBOOKS / "01_data.ipynb")
+        total = 0.0
+        for name in STUDIES:
+            out = paths.figures_dir() / "full" / f"{name}.ipynb"
+            seconds = execute(name, out, {"budget": "full", "seeds": args.seeds})
+            total += seconds
+            print(f"{name} (full budget, seeds {args.seeds}): {seconds:.1f} s -> {paths.show(out)}", flush=True)
+        print(f"total: {total:.1f} s")
+        return 0
+
+    folder = args.keep or Path(tempfile.mkdtemp(prefix=f"digits-{args.command}-"))
+    private_folders(folder)
+    try:
+        if args.command == "nbval":
+            os.environ["DIGITS_HEADLESS"] = "1"
+            cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-sanitize-with",
+                   str(paths.NOTEBOOKS / "nbval_sanitize.cfg"), "-p", "no:cacheprovider", "-q",
+                   *[str(paths.NOTEBOOKS / f"{n}.ipynb") for n in ORDER], *args.pytest_args]
+            return subprocess.call(cmd, cwd=paths.ROOT)
+        for name in ORDER:
+            seconds = execute(name, folder / "notebooks" / f"{name}.ipynb", SMOKE_PARAMETERS[name])
+            print(f"smoke {name}: {seconds:.1f} s", flush=True)
+        print("smoke run passed" + (f"; its notebooks, data and figures are in {folder}" if args.keep else ""))
+        return 0
+    finally:
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,13 @@ bare truthiness test would read it as True. Every check names the parameter and 
 from __future__ import annotations
 
 import math
+import os
 from numbers import Integral, Real
+from dataclasses import dataclass
 from typing import Any, Sequence
+
+
+SCHEDULES = ("onecycle", "constant")
 
 
 class ParameterError(ValueError):
@@ -73,3 +78,110 @@ def choice(name: str, value: Any, options: Sequence[str]) -> str:
     if value not in options:
         _fail(name, value, "one of " + ", ".join(repr(o) for o in options))
     return value
+
+
+def check_settings(n_train: int, **settings) -> dict:
+    """Validate the training settings a notebook passes (any subset of them); return them cleaned.
+
+    One place for the checks 03-06 share, so a bad value stops each of them the same way,
+    before any training: epochs, batch_size (<= n_train), lr, momentum, weight_decay, hidden,
+    dropout, schedule, seed, prune_below, workers.
+    """
+    checks = {
+        "epochs": lambda v: integer("epochs", v, minimum=1),
+        "batch_size": lambda v: integer("batch_size", v, minimum=1, maximum=n_train),
+        "lr": lambda v: positive("lr", v),
+        "momentum": lambda v: number("momentum", v, low=0.0, high=1.0, high_open=True),
+        "weight_decay": lambda v: number("weight_decay", v, low=0.0),
+        "hidden": lambda v: list(sizes("hidden", v)),
+        "dropout": lambda v: list(numbers("dropout", v, low=0.0, high=1.0, high_open=True)),
+        "schedule": lambda v: choice("schedule", v, SCHEDULES),
+        "seed": lambda v: integer("seed", v, minimum=0),
+        "prune_below": lambda v: number("prune_below", v, low=0.0, high=1.0),
+        "workers": lambda v: integer("workers", v, minimum=0) or os.cpu_count() or 1,
+    }
+    unknown = set(settings) - set(checks)
+    if unknown:
+        raise TypeError(f"check_settings: no check for {sorted(unknown)}")
+    cleaned = {name: checks[name](value) for name, value in settings.items()}
+    if "hidden" in cleaned and "dropout" in cleaned and len(cleaned["hidden"]) != len(cleaned["dropout"]):
+        raise ParameterError(f"parameter 'dropout': one rate per hidden layer, got "
+                               f"{len(cleaned['dropout'])} rates for {len(cleaned['hidden'])} layers")
+    return cleaned
+
+
+BUDGETS = ("default", "full")
+FULL_EPOCHS = 20   # the seed project's budget: 20 epochs for every point
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round of a study: every point (`top` None) or the `top` best of the round before,
+    each trained for `epochs` with every seed in `seeds`."""
+
+    epochs: int
+    seeds: tuple[int, ...]
+    top: int | None = None
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """A study notebook's parameters, checked, by name (never unpacked by position)."""
+
+    notebook: str
+    grid: dict            # parameter -> tuple of values, e.g. {"lr": (0.01, 0.1)}
+    fixed: dict           # the training settings every point shares
+    rounds: tuple         # Round, ...: what will be trained, in order
+    budget: str           # "default" or "full"
+    workers: int          # local worker processes
+    storage: str          # a PostgreSQL URL without password, or "" (journal file / DIGITS_STORAGE)
+
+    def as_dict(self) -> dict:
+        return {"notebook": self.notebook, "grid": {k: list(v) for k, v in self.grid.items()},
+                "fixed": self.fixed, "budget": self.budget, "workers": self.workers,
+                "rounds": [{"epochs": r.epochs, "seeds": list(r.seeds), "top": r.top} for r in self.rounds]}
+
+
+def seeds(name: str, value: Any) -> tuple[int, ...]:
+    """A non-empty list of distinct seeds >= 0."""
+    out = sizes(name, value, minimum=0)
+    if len(set(out)) != len(out):
+        _fail(name, value, "distinct seeds")
+    return out
+
+
+def study_settings(notebook: str, n_train: int, *, grid: dict, budget: str, epochs: Any, seeds_: Any,
+                   finalists: Any, finalist_epochs: Any, finalist_seeds: Any, workers: Any,
+                   storage: Any, **fixed: Any) -> StudySettings:
+    """Check a study notebook's parameters (grid values, rounds, training settings) in one go.
+
+    `grid` maps each varied setting to its list of values ("lr" or "batch_size"); `fixed` holds
+    the rest (checked by `check_settings`). With budget "full" a study trains every point for
+    FULL_EPOCHS with `seeds_` and nothing else (make reproduce-full); "default" trains every point
+    for `epochs` with `seeds_`, then the best `finalists` points (0: none) for `finalist_epochs`
+    with `finalist_seeds`.
+    """
+    budget = choice("budget", budget, BUDGETS)
+    checked_grid = {}
+    for name, values in grid.items():
+        plural = {"lr": "learning_rates", "batch_size": "batch_sizes"}[name]
+        if name == "lr":
+            checked_grid[name] = numbers(plural, values, low=0.0, low_open=True)
+        else:
+            checked_grid[name] = sizes(plural, values)
+            for i, v in enumerate(checked_grid[name]):
+                integer(f"{plural}[{i}]", v, maximum=n_train)
+        if len(set(checked_grid[name])) != len(checked_grid[name]):
+            _fail(plural, values, "distinct values")
+    fixed = check_settings(n_train, **fixed)
+    first = Round(FULL_EPOCHS if budget == "full" else integer("epochs", epochs, minimum=1), seeds("seeds", seeds_))
+    rounds = [first]
+    n_points = math.prod(len(v) for v in checked_grid.values())
+    finalists = integer("finalists", finalists, minimum=0, maximum=n_points)
+    if budget == "default" and finalists:
+        rounds.append(Round(integer("finalist_epochs", finalist_epochs, minimum=1),
+                            seeds("finalist_seeds", finalist_seeds), finalists))
+    workers = integer("workers", workers, minimum=0) or os.cpu_count() or 1
+    if not isinstance(storage, str):
+        _fail("storage", storage, "a string (a postgresql:// URL, or empty)")
+    return StudySettings(notebook, checked_grid, fixed, tuple(rounds), budget, workers, storage)

@@ -2,7 +2,9 @@
 
 `data/` and `figures/` can be moved with DIGITS_DATA_DIR / DIGITS_FIGURES_DIR (the CI smoke run
 sends a whole small reproduce into a temporary folder that way); the raw MNIST archives can be
-moved on their own with MNIST_DATA_DIR. Each is read at call time so tests can set them.
+moved on their own with MNIST_DATA_DIR. Each is read at call time so tests can set them. A
+relative setting is taken from the repository root, never from the working directory: a kernel
+runs in notebooks/, its worker processes in the root, and both must find the same folder.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ NOTEBOOKS = ROOT / "notebooks"
 
 def _env_dir(name: str, default: Path) -> Path:
     value = os.environ.get(name)
-    return Path(value).expanduser().resolve() if value else default
+    return (ROOT / Path(value).expanduser()).resolve() if value else default
 
 
 def data_dir() -> Path:

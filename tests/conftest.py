@@ -1,7 +1,10 @@
 """Shared test set-up: no test writes into the repository's data/ or figures/."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,13 @@ from helpers import paths
 
 # Small models train faster on one thread, and results do not depend on how busy the machine is.
 torch.set_num_threads(1)
+
+# Every test gets private data/ and figures/ folders (below); these session-wide ones catch what
+# outlives its test (a study thread still winding down after a failure), never the checkout's.
+_SESSION_DIR = tempfile.mkdtemp(prefix="digits-tests-")
+os.environ["DIGITS_DATA_DIR"] = os.path.join(_SESSION_DIR, "data")
+os.environ["DIGITS_FIGURES_DIR"] = os.path.join(_SESSION_DIR, "figures")
+atexit.register(shutil.rmtree, _SESSION_DIR, ignore_errors=True)
 
 # Offline machines read the archives from the shared folder (CI sets this too).
 SHARED_MNIST = paths.ROOT.parent / "shared" / "mnist"

@@ -89,9 +89,14 @@ class PostgresServer:
         except OSError:
             return ""
 
+    PASSWORD_USER = "digits_pw"   # the one role that must log in with a password
+
     def start(self) -> "PostgresServer":
         self._run("initdb", "-D", str(self.datadir), "-U", "postgres", "-A", "trust", "-E", "UTF8",
                   "--locale=C", "--no-sync")
+        # pg_hba.conf is read top down: this role needs its password, everyone else is trusted
+        hba = self.datadir / "pg_hba.conf"
+        hba.write_text(f"host all {self.PASSWORD_USER} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
         last = None
         for _ in range(3):   # the free port can be taken between asking and binding: try again
             self.port = _free_port()
@@ -104,6 +109,11 @@ class PostgresServer:
                 return self
             last = f"{proc.stdout}\n{proc.stderr}\n{self.log_tail()}"
         raise RuntimeError(f"pg_ctl start failed 3 times:\n{last}")
+
+    def restart(self) -> None:
+        """Stop (fast: open connections are cut) and start again, same port and data."""
+        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-m", "fast", "-w", "-t", "60",
+                  "restart")
 
     def stop(self) -> None:
         try:
@@ -125,8 +135,29 @@ class PostgresServer:
         except (OSError, ValueError, IndexError):
             pass
 
-    def url(self, dbname: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+    def url(self, dbname: str, user: str = "postgres", password: str | None = None) -> str:
+        auth = f"{user}:{password}" if password else user
+        return f"postgresql://{auth}@127.0.0.1:{self.port}/{dbname}"
+
+    def password_database(self, password: str) -> str:
+        """A fresh database owned by PASSWORD_USER, who must give `password`; returns its URL."""
+        import psycopg2
+
+        url = self.create_database("pw")
+        name = url.rsplit("/", 1)[1]
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f"SELECT 1 FROM pg_roles WHERE rolname = '{self.PASSWORD_USER}'")
+                if cur.fetchone() is None:
+                    cur.execute(f"CREATE ROLE {self.PASSWORD_USER} LOGIN PASSWORD %s", (password,))
+                else:
+                    cur.execute(f"ALTER ROLE {self.PASSWORD_USER} PASSWORD %s", (password,))
+                cur.execute(f'ALTER DATABASE "{name}" OWNER TO {self.PASSWORD_USER}')
+        finally:
+            conn.close()
+        return self.url(name, self.PASSWORD_USER, password)
 
     def create_database(self, prefix: str = "t") -> str:
         """A new empty database; returns its SQLAlchemy/Optuna URL."""

@@ -26,7 +26,7 @@ def test_committed_notebook_is_executed_small_and_parameterized(name):
 
 def test_make_help_lists_the_targets():
     out = subprocess.run(["make", "-s", "help"], cwd=paths.ROOT, capture_output=True, text=True, check=True).stdout
-    for target in ("reproduce", "test", "bench", "lab", "sweep-worker", "env"):
+    for target in ("reproduce", "reproduce-full", "test", "bench", "lab", "worker", "env"):
         assert f"make {target} " in out
 
 

@@ -1,0 +1,398 @@
+"""Hyperparameter studies (notebooks 04, 05, 06): what they train, and what they conclude.
+
+    result = studies.run("04_lr_sweep", grid={"lr": [...]}, budget=..., epochs=..., seeds=[...], ...)
+
+checks the parameters (`params.study_settings`, a named record), runs or resumes the study and
+returns its tables. A study trains every point of its grid (learning rates, batch sizes) for a
+budget (epochs, share of the training digits) with several seeds, optionally gives more seeds to
+its best points, and reports each point as mean +- std over its seeds. It names the best point by
+mean and the points that cannot be told apart from it, and compares its answer with the
+committed full-budget results (`make reproduce-full`: the seed's 20 epochs, every point, all
+training digits). The trials themselves run on `helpers.workers` (queue, processes, storage).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from . import data, paths, store
+from . import params as P
+from . import workers as W
+
+NOISE_Z = 2.0   # "indistinguishable": the gap to the best is under 2 standard errors (~95%)
+
+
+def data_fingerprint(prepared: data.Prepared) -> dict:
+    """Enough to tell that two machines hold the same prepared data and split."""
+    h = hashlib.sha256()
+    for t in (prepared.labels, prepared.train_idx, prepared.val_idx):
+        h.update(t.numpy().tobytes())
+    h.update(prepared.images[prepared.train_idx[:512]].numpy().tobytes())
+    return {"source": prepared.source, "n_train": len(prepared.train_idx),
+            "n_val": len(prepared.val_idx), "sha256": h.hexdigest()[:16]}
+
+
+@dataclass
+class StudyResult:
+    """What a study found. `tables`: one DataFrame per budget, a row per point (see `point_rows`)."""
+
+    settings: P.StudySettings
+    study_name: str
+    tables: dict[str, pd.DataFrame]        # budget label ("20 epochs", "20 epochs on 25%") -> rows
+    final: str                             # the budget label the answer is read from
+    best: dict
+    indistinguishable: list[dict]
+    noise_std: float | None                # pooled seed-to-seed std of val_acc at the final budget
+    seconds: float
+    full: dict | None = None               # comparison with the committed full-budget results
+    path: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return self.tables[self.final]
+
+    def figure(self, name: str) -> str:
+        """Where `plots.save` puts this study's figure `name`: full-budget ones go to figures/full/."""
+        return f"full/{name}" if self.settings.budget == "full" else name
+
+
+def budget_label(epochs: int, fraction: float) -> str:
+    return f"{epochs} epochs" + ("" if fraction >= 1 else f" on {fraction:.0%} of the digits")
+
+
+def run(notebook: str, *, grid: dict, budget: str = "default", epochs: int, seeds: list,
+        fraction: float = 1.0, finalists: int = 0, finalist_seeds: list | None = None,
+        workers: int = 0, storage: str = "", log: Callable[[str], None] = print, **fixed) -> StudyResult:
+    """Check the parameters, run (or resume, or just load) the study, save and return its result.
+
+    Every point is trained for `epochs` on `fraction` of the training digits with each of
+    `seeds`; then the `finalists` best points by mean are trained with `finalist_seeds` too, at
+    the same budget (more seeds where the top is close). budget="full" ignores all that: every
+    point, FULL_EPOCHS, all digits, `seeds`, results under figures/full/.
+    """
+    prepared = data.load_prepared()
+    settings = P.study_settings(notebook, len(prepared.train_idx), grid=grid, budget=budget, epochs=epochs,
+                                seeds_=seeds, finalists=finalists, finalist_epochs=epochs,
+                                finalist_seeds=finalist_seeds or [], workers=workers, storage=storage, **fixed)
+    fraction = 1.0 if budget == "full" else P.number("fraction", fraction, low=0.0, high=1.0, low_open=True)
+    url = W.storage_url(settings.storage)
+    spec = {"fixed": settings.fixed, "data": data_fingerprint(prepared)}
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
+    name = f"{notebook}-{digest}"
+    storage_ = W.open_storage(url, name)
+    with contextlib.ExitStack() as stack:
+        if not W.is_rdb(storage_):  # one notebook at a time runs a journal study
+            stack.enter_context(W.sole_coordinator(name))
+        seconds = _run_rounds(settings, name, url, storage_, fraction, spec, log)
+        study = optuna.load_study(study_name=name, storage=storage_)
+
+    names = list(settings.grid)
+    points = [dict(zip(names, values)) for values in itertools.product(*settings.grid.values())]
+    label = budget_label(settings.rounds[0].epochs, fraction)
+    table = point_rows(study, points, settings.rounds[0].epochs, fraction)
+    best, close, noise = conclude(table, names)
+    # when the trials were trained: this run, or an earlier one it resumed or simply read back
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if W.task_of(t) and W.task_of(t)["epochs"] == settings.rounds[0].epochs
+            and W.task_of(t)["fraction"] == fraction]
+    trained = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds() \
+        if done else None
+    result = StudyResult(settings, name, {label: table}, label, best, close, noise, seconds)
+    result.extra.update(fraction=fraction, storage=W.masked(url) or f"journal {paths.show(W.journal_path(name))}",
+                        trained_seconds=trained)
+    result.full = compare_with_full(result) if budget == "default" else None
+    result.path = save(result, prepared)
+    return result
+
+
+def _run_rounds(settings: P.StudySettings, name: str, url: str | None, storage_, fraction: float, spec: dict,
+                log) -> float:
+    """Queue and train each round's tasks; returns the seconds it took."""
+    study = optuna.create_study(study_name=name, storage=storage_, direction="maximize", load_if_exists=True)
+    if "spec" not in study.user_attrs:
+        study.set_user_attr("spec", spec)
+    if not W.is_rdb(storage_):
+        W.interrupted_leftovers(study, storage_)
+    start = time.perf_counter()
+    names = list(settings.grid)
+    points = [dict(zip(names, values)) for values in itertools.product(*settings.grid.values())]
+    label = budget_label(settings.rounds[0].epochs, fraction)
+    for rnd in settings.rounds:
+        if rnd.top:  # the best points so far, by mean over their seeds
+            so_far = point_rows(study, points, settings.rounds[0].epochs, fraction)
+            order = so_far.sort_values(["val_acc_mean"], ascending=False, na_position="last")
+            chosen = [{k: _plain(v) for k, v in pt.items()} for pt in order.head(rnd.top)[names].to_dict(orient="records")]
+        else:
+            chosen = points
+        tasks = [{**pt, "seed": s, "epochs": rnd.epochs, "fraction": fraction}
+                 for pt in chosen for s in rnd.seeds]
+        # longest first (small batches take the most steps), one seed's points side by side
+        tasks.sort(key=lambda t: (t.get("batch_size", 0), t["seed"], t.get("lr", 0)))
+        state = W.enqueue(study, tasks)
+        log(f"study {name} ({W.masked(url) or 'journal ' + paths.show(W.journal_path(name))}): "
+            f"{label}, {len(chosen)} points x {len(rnd.seeds)} seeds: {len(state['done'])} done, "
+            f"{len(state['queued']) + len(state['pending'])} to train"
+            + (f", {len(state['failed'])} failed for good" if state["failed"] else ""))
+        if state["queued"] or state["pending"]:
+            W.run_trials(study, storage_, url, settings.workers, log)
+    return time.perf_counter() - start
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+# -------------------------------------------------------------------------------------- tables
+
+def trial_rows(study: optuna.Study) -> pd.DataFrame:
+    """One row per finished or failed trial: its task, state, final metrics and history."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        task = W.task_of(t)
+        if task is None or t.state not in (TrialState.COMPLETE, TrialState.FAIL):
+            continue
+        history = t.user_attrs.get("history", [])
+        last = history[-1] if history else {}
+        rows.append({**task, "trial": t.number, "state": t.state.name.lower(),
+                     "val_acc": t.value if t.state == TrialState.COMPLETE else None,
+                     "val_loss": last.get("val_loss"), "train_acc": last.get("train_acc"),
+                     "train_loss": last.get("train_loss"),
+                     "seconds_per_epoch": (np.mean([r["seconds"] / r.get("models_in_stack", 1) for r in history])
+                                           if history else None),
+                     "models_in_stack": last.get("models_in_stack"),
+                     "diverged": t.user_attrs.get("diverged"), "failure": t.user_attrs.get("failure"),
+                     "history": history})
+    return pd.DataFrame(rows)
+
+
+def point_rows(study: optuna.Study, points: list[dict], epochs: int, fraction: float) -> pd.DataFrame:
+    """One row per grid point at one budget: mean +- std over its seeds, and its mean curve.
+
+    Columns: the grid parameters, epochs, fraction, n_seeds, seeds, val_acc (list, one per
+    seed), val_acc_mean, val_acc_std (NaN for one seed), val_loss/train_acc/train_loss means,
+    seconds_per_epoch (per model), diverged (seeds that diverged), state ("complete", or
+    "failed" with `failure` when every run failed), curve_mean / curve_std (val_acc per epoch).
+    """
+    trials = trial_rows(study)
+    names = list(points[0])
+    rows = []
+    for pt in points:
+        if len(trials):
+            mine = trials[(trials["epochs"] == epochs) & np.isclose(trials["fraction"], fraction)]
+            for n in names:
+                mine = mine[np.isclose(mine[n], pt[n])] if n == "lr" else mine[mine[n] == pt[n]]
+        else:
+            mine = trials
+        done = mine[mine["state"] == "complete"].drop_duplicates("seed").sort_values("seed") if len(mine) else mine
+        failed = mine[mine["state"] == "fail"] if len(mine) else mine
+        row = {**pt, "epochs": epochs, "fraction": fraction, "n_seeds": len(done)}
+        if len(done):
+            accs = done["val_acc"].astype(float).to_numpy()
+            curves = np.array([[r["val_acc"] for r in h] for h in done["history"]])
+            row.update(seeds=done["seed"].tolist(), val_acc=accs.tolist(), val_acc_mean=accs.mean(),
+                       val_acc_std=accs.std(ddof=1) if len(accs) > 1 else float("nan"),
+                       val_loss_mean=np.nanmean(done["val_loss"].astype(float)),
+                       train_acc_mean=done["train_acc"].astype(float).mean(),
+                       train_loss_mean=np.nanmean(done["train_loss"].astype(float)),
+                       seconds_per_epoch=done["seconds_per_epoch"].astype(float).mean(),
+                       diverged=int(done["diverged"].notna().sum()), state="complete",
+                       curve_mean=curves.mean(0).tolist(),
+                       curve_std=(curves.std(0, ddof=1) if len(curves) > 1 else np.full(curves.shape[1], np.nan)).tolist())
+        else:
+            row.update(seeds=[], val_acc=[], val_acc_mean=float("nan"), val_acc_std=float("nan"),
+                       state="failed" if len(failed) else "missing",
+                       failure=failed["failure"].dropna().iloc[-1] if len(failed) and failed["failure"].notna().any() else None)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pooled_std(table: pd.DataFrame) -> float | None:
+    """Seed-to-seed std of val_acc, pooled over the better half of the points with 2+ seeds.
+
+    The better half: a run that collapses (a rate too high for its batch) lands anywhere between
+    chance and a working model, and its spread would hide every difference among the points
+    that decide the answer.
+    """
+    ok = table[table["n_seeds"] >= 2]
+    ok = ok[ok["val_acc_mean"] >= ok["val_acc_mean"].median()]
+    dof = (ok["n_seeds"] - 1).sum()
+    if dof == 0:
+        return None
+    return float(np.sqrt(((ok["n_seeds"] - 1) * ok["val_acc_std"] ** 2).sum() / dof))
+
+
+def conclude(table: pd.DataFrame, names: list[str]) -> tuple[dict, list[dict], float | None]:
+    """The best point by mean (among those with the most seeds) and the points within noise of it.
+
+    A point is indistinguishable from the best when its mean is less than NOISE_Z standard
+    errors of the difference below the best's: SE = s * sqrt(1/n_best + 1/n_point), s the pooled
+    seed-to-seed std (`pooled_std`). Points with fewer seeds count, with their larger SE.
+    """
+    ok = table[table["n_seeds"] > 0]
+    most = ok["n_seeds"].max()
+    top = ok[ok["n_seeds"] == most].sort_values("val_acc_mean", ascending=False).iloc[0]
+    s = pooled_std(table)
+    best = {**{n: _plain(top[n]) for n in names}, "val_acc_mean": float(top["val_acc_mean"]),
+            "val_acc_std": float(top["val_acc_std"]), "n_seeds": int(top["n_seeds"])}
+    close = []
+    if s is not None:
+        for _, r in ok.iterrows():
+            se = s * math.sqrt(1 / best["n_seeds"] + 1 / r["n_seeds"])
+            gap = best["val_acc_mean"] - r["val_acc_mean"]
+            if gap < NOISE_Z * se and any(_plain(r[n]) != best[n] for n in names):
+                close.append({**{n: _plain(r[n]) for n in names}, "val_acc_mean": float(r["val_acc_mean"]),
+                              "gap": float(gap), "se": float(se), "n_seeds": int(r["n_seeds"])})
+    return best, close, s
+
+
+# ------------------------------------------------------------------------- against the full budget
+
+def full_results_path(notebook: str) -> Path:
+    return paths.figures_dir() / "full" / f"{notebook}.json"
+
+
+def compare_with_full(result: StudyResult) -> dict | None:
+    """How the default answer fares at the full budget, from the committed figures/full/ results.
+
+    Returns None without them. Otherwise: the joined table (default mean, full mean), Spearman's
+    rank correlation over the common points, the full budget's best point, the default best's
+    full-budget mean and its gap to the full best, and whether that gap is within noise (NOISE_Z
+    standard errors, with the pooled seed std of the full results, else of the default's).
+    """
+    path = full_results_path(result.settings.notebook)
+    if not path.exists():
+        return None
+    full = json.loads(path.read_text())
+    names = list(result.settings.grid)
+    fr = pd.DataFrame(full["rows"])
+    fr = fr[fr["n_seeds"] > 0]
+    mine = result.table[[*names, "val_acc_mean", "n_seeds"]]
+    joined = mine.merge(fr[[*names, "val_acc_mean", "val_acc_std", "n_seeds"]], on=names,
+                        suffixes=("", "_full"))
+    # undefined (None) when either side ranks every point the same
+    rho = joined["val_acc_mean"].corr(joined["val_acc_mean_full"], method="spearman")
+    rho = None if not np.isfinite(rho) else float(rho)
+    fbest = fr.sort_values("val_acc_mean", ascending=False).iloc[0]
+    pick = joined[np.logical_and.reduce([joined[n] == result.best[n] for n in names])]
+    pick_full = float(pick["val_acc_mean_full"].iloc[0]) if len(pick) else float("nan")
+    s = full.get("noise_std") or result.noise_std
+    n_pick = int(pick["n_seeds_full"].iloc[0]) if len(pick) else 1
+    se = s * math.sqrt(1 / int(fbest["n_seeds"]) + 1 / n_pick) if s else None
+    gap = float(fbest["val_acc_mean"]) - pick_full
+    top5 = fr.sort_values("val_acc_mean", ascending=False).head(5)[names].to_dict(orient="records")
+    return {"spearman": rho, "n_points": len(joined), "full_best": {n: _plain(fbest[n]) for n in names}
+            | {"val_acc_mean": float(fbest["val_acc_mean"]), "n_seeds": int(fbest["n_seeds"])},
+            "pick_full_mean": pick_full, "gap": gap, "se": se,
+            "within_noise": bool(se is not None and gap < NOISE_Z * se), "full_top5": top5,
+            "full_seconds": full.get("seconds"), "full_seeds": full.get("parameters", {}).get("rounds", [{}])[0].get("seeds"),
+            "joined": joined}
+
+
+# ----------------------------------------------------------------------------------------- saving
+
+def save(result: StudyResult, prepared: data.Prepared) -> Path:
+    """figures/NN.json (figures/full/NN.json for the full budget): rows, conclusion, parameters, versions."""
+    s = result.settings
+    folder = paths.figures_dir() / ("full" if s.budget == "full" else "")
+    tables = {label: t.to_dict(orient="records") for label, t in result.tables.items()}
+    full = None
+    if result.full is not None:
+        full = {k: v for k, v in result.full.items() if k != "joined"}
+    record = store.result_record(
+        {**s.as_dict(), "fraction": result.extra.get("fraction", 1.0), "storage": result.extra.get("storage", ""),
+         "data": prepared.parameters},
+        None, study=result.study_name, budget=result.final, rows=tables[result.final],
+        tables={k: v for k, v in tables.items() if k != result.final}, best=result.best,
+        indistinguishable=result.indistinguishable, noise_std=result.noise_std, seconds=result.seconds,
+        trained_seconds=result.extra.get("trained_seconds"),
+        data=data_fingerprint(prepared), against_full=full)
+    return store.save_json(folder / f"{s.notebook}.json", record)
+
+
+# ------------------------------------------------------------------------------------ for reading
+
+def _pct(v: float) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{100 * v:.2f}"
+
+
+def shown(result: StudyResult):
+    """The final table as a reader wants it: each point's accuracy as mean +- std (%), seeds, time."""
+    names = list(result.settings.grid)
+    t = result.table
+    out = t[names].copy()
+    out["validation accuracy (%)"] = [
+        (f"{_pct(m)} ± {_pct(s)}" if n > 1 else _pct(m)) if st == "complete" else st
+        for m, s, n, st in zip(t["val_acc_mean"], t["val_acc_std"], t["n_seeds"], t["state"])]
+    out["seeds"] = t["n_seeds"]
+    out["seconds per model-epoch"] = t.get("seconds_per_epoch", pd.Series(dtype=float)).map(
+        lambda v: "" if not np.isfinite(v) else f"{v:.2f}")
+    out["diverged"] = t.get("diverged", pd.Series(0, index=t.index)).fillna(0).astype(int)
+    return out.style.hide(axis="index")
+
+
+def _point(p: dict, names) -> str:
+    return ", ".join(f"{n} {p[n]:g}" if isinstance(p[n], float) else f"{n} {p[n]}" for n in names)
+
+
+def verdict(result: StudyResult) -> str:
+    """The study's answer in words: the best point by mean, and what noise cannot separate from it."""
+    names = list(result.settings.grid)
+    b = result.best
+    lines = [f"best by mean: {_point(b, names)}: {_pct(b['val_acc_mean'])}% ± {_pct(b['val_acc_std'])} "
+             f"({b['n_seeds']} seeds, {result.final})"]
+    if result.noise_std is None:
+        lines.append("one seed per point: no estimate of the noise, no point can be ruled out")
+    else:
+        lines.append(f"seed-to-seed noise (pooled std): {_pct(result.noise_std)} points")
+        if result.indistinguishable:
+            lines.append("within noise of the best (gap < 2 standard errors): " + "; ".join(
+                f"{_point(c, names)} ({_pct(c['val_acc_mean'])}%)" for c in result.indistinguishable))
+        else:
+            lines.append("no other point is within noise of the best")
+    return "\n".join(lines)
+
+
+def verdict_full(result: StudyResult) -> str:
+    """How the answer compares with the committed full-budget results (if there are any)."""
+    names = list(result.settings.grid)
+    if result.settings.budget == "full":
+        return "this is the full budget (make reproduce-full): nothing to compare with"
+    f = result.full
+    if f is None:
+        return (f"no full-budget results in {paths.show(full_results_path(result.settings.notebook))}: "
+                "run `make reproduce-full` to measure how well this budget stands in for the seed's")
+    fb = f["full_best"]
+    return "\n".join([
+        f"full budget (20 epochs, all digits, {fb['n_seeds']} seed(s)): best {_point(fb, names)} at "
+        f"{_pct(fb['val_acc_mean'])}%",
+        f"Spearman rank correlation of the {f['n_points']} points, this budget vs full: "
+        + ("undefined (ties)" if f["spearman"] is None else f"{f['spearman']:.2f}"),
+        f"this study's best ({_point(result.best, names)}) reaches {_pct(f['pick_full_mean'])}% at the full "
+        f"budget: {100 * f['gap']:.2f} points below the full best"
+        + (f", {'within' if f['within_noise'] else 'outside'} noise (2 SE = {200 * f['se']:.2f} points)"
+           if f["se"] else "")])
+
+
+def heatmap_data(result: StudyResult) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A two-parameter grid's mean accuracy (%) as a matrix, and each cell's text: mean, +- std, seeds."""
+    rows, cols = list(result.settings.grid)
+    t = result.table.copy()
+    seeds = t["n_seeds"].nunique() > 1
+    t["text"] = [("failed" if st != "complete" else f"{100 * m:.2f}" + (f"\n±{100 * s:.2f}" if n > 1 else "")
+                  + (f"\n({n})" if seeds else ""))
+                 for m, s, n, st in zip(t["val_acc_mean"], t["val_acc_std"], t["n_seeds"], t["state"])]
+    values = t.pivot(index=rows, columns=cols, values="val_acc_mean") * 100
+    return values, t.pivot(index=rows, columns=cols, values="text")
