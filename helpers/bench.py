@@ -1,13 +1,19 @@
-"""`make bench`: how fast the data path and a training epoch are, against the seed's way and the floor.
+"""`make bench`: how fast the data path and training are, against the seed's way and the floor.
 
-Printed, not asserted: timings belong in a benchmark, not in tests. Three measurements:
+Printed, not asserted: timings belong in a benchmark, not in tests. Four measurements:
 1. MNIST: fetch (from MNIST_MIRROR or the public mirrors) + verify + parse, into an empty folder,
    then a second, offline load.
 2. Loader: one pass over the training digits at batch 64, per-item `__getitem__` + default
    collation against our batched `__getitems__`.
-3. One training epoch at batch 64: (a) seed-style pipeline (per-item Dataset with a per-sample
-   normalize transform, default collation, softmax inside the model), (b) ours, (c) the compute
-   floor: the same number of steps on one pre-made batch. The last line is the summary.
+3. One epoch at batch 64 plus its validation pass: (a) the seed's pipeline as it was written (a
+   per-item Dataset with a per-sample transform, split by `train_test_split` into Subsets, softmax
+   inside the model; each step `fit` then `predict` on the same batch, running accuracy read with
+   `.item()`; validation the same way), (b) ours (`train.train_epoch` + `train.validate`), (c) the
+   compute floor: the same number of steps on one pre-made batch, no validation.
+4. Stacked training (`helpers.stacked`): seconds per model-epoch for six 128-64 models trained
+   side by side, against one trained alone by our loop, at batch 8 and at batch 64.
+The contenders of each measurement run interleaved, best of `--repeats`: this machine's speed
+drifts from minute to minute, and a drift must not land on one contender only.
 """
 from __future__ import annotations
 
@@ -19,9 +25,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from . import data, mnist
+from . import data, mnist, stacked
 from .model import MLP
-from .train import seed_everything, train_epoch
+from .train import train_epoch, validate
 
 
 class SeedStyleDataset(Dataset):
@@ -38,19 +44,64 @@ class SeedStyleDataset(Dataset):
         return self.transform(self.images[i]), int(self.labels[i])
 
 
-class SeedStyleMLP(MLP):
-    """The seed's mistake: softmax in forward, then CrossEntropyLoss applies log-softmax again."""
+class SeedStyleMLP(nn.Module):
+    """The seed's model and methods: softmax in forward (then CrossEntropyLoss applies log-softmax
+    again), `fit` one step returning `loss.item()`, `predict` a second forward and argmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = MLP().net  # the same layers and initialization as ours
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.optimizer = torch.optim.SGD(self.parameters(), lr=0.01, weight_decay=1e-5)
 
     def forward(self, x):
         return torch.softmax(self.net(x), dim=1)
 
+    def fit(self, x, y) -> float:
+        self.optimizer.zero_grad()
+        loss = self.loss_fn(self(x), y)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
 
-def _time(fn, repeats: int) -> float:
-    best = float("inf")
+    def predict(self, x):
+        return self(x).argmax(dim=1)
+
+
+def seed_style_epoch(dataset: SeedStyleDataset, seed: int = 0) -> None:
+    """One epoch and a validation pass, written the way the seed's notebook wrote them."""
+    from sklearn.model_selection import train_test_split
+    from torch.utils.data import Subset
+
+    train_i, val_i = train_test_split(range(len(dataset)), test_size=0.1, random_state=seed)
+    train = DataLoader(Subset(dataset, train_i), batch_size=64, shuffle=True)
+    val = DataLoader(Subset(dataset, val_i), batch_size=64)
+    model = SeedStyleMLP()
+    model.train()
+    running_loss, correct = 0.0, 0
+    for x, y in train:
+        running_loss += model.fit(x, y)
+        correct += (model.predict(x) == y).sum().item()
+    model.eval()
+    with torch.no_grad():
+        val_loss, val_correct = 0.0, 0
+        for x, y in val:
+            out = model(x)
+            val_loss += model.loss_fn(out, y).item()
+            val_correct += (out.argmax(1) == y).sum().item()
+
+
+def _time(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _interleaved(contenders: dict, repeats: int) -> dict[str, float]:
+    best = {name: float("inf") for name in contenders}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
+        for name, fn in contenders.items():
+            best[name] = min(best[name], _time(fn))
     return best
 
 
@@ -74,58 +125,74 @@ def bench_loader(images, labels, repeats: int) -> None:
     per_item = DataLoader(SeedStyleDataset(images, labels), batch_size=64, shuffle=True)
     batched = data.make_loader(data.DigitsDataset(images, labels), 64, shuffle=True)
     drain = lambda loader: sum(1 for _ in loader)  # noqa: E731
-    a = _time(lambda: drain(per_item), 1)
-    b = _time(lambda: drain(batched), repeats)
-    print(f"loader epoch (batch 64, {len(labels)} digits): per-item {a:.2f} s, batched {b:.3f} s, "
-          f"{a / b:.0f}x faster", flush=True)
+    t = _interleaved({"per_item": lambda: drain(per_item), "batched": lambda: drain(batched)}, repeats)
+    print(f"loader epoch (batch 64, {len(labels)} digits): per-item {t['per_item']:.2f} s, batched "
+          f"{t['batched']:.3f} s, {t['per_item'] / t['batched']:.0f}x faster", flush=True)
 
 
-def bench_epoch(images, labels, repeats: int) -> None:
-    n_steps = -(-len(labels) // 64)
-
-    def seed_style():
-        seed_everything(0)
-        model = SeedStyleMLP()
-        # the seed's optimizer as it had it: plain SGD, lr 0.01, weight decay 1e-5
-        model.optimizer = torch.optim.SGD(model.parameters(), lr=0.01, weight_decay=1e-5)
-        train_epoch(model, DataLoader(SeedStyleDataset(images, labels), batch_size=64, shuffle=True))
+def bench_epoch(prepared: data.Prepared, repeats: int) -> None:
+    train = prepared.dataset("train")
+    everything = SeedStyleDataset(prepared.images, prepared.labels)
+    n_steps = -(-len(train) // 64)
 
     def ours():
-        seed_everything(0)
-        train_epoch(MLP(), data.make_loader(data.DigitsDataset(images, labels), 64, shuffle=True))
+        model = MLP()
+        train_loader, val_loader = prepared.loaders(64, 0)
+        train_epoch(model, train_loader)
+        validate(model, val_loader)
 
     def floor():
-        seed_everything(0)
         model = MLP()
         model.train()
-        x, y = data.normalize(images[:64]), labels[:64]
+        x, y = data.normalize(train.images[:64]), train.labels[:64]
         for _ in range(n_steps):
             model.fit_step(x, y)
 
-    # Interleaved, best of `repeats` each: this machine's speed drifts from minute to minute,
-    # and a drift must not land on one contender only.
-    best = {"a": float("inf"), "b": float("inf"), "c": float("inf")}
-    for _ in range(repeats):
-        for key, fn in (("a", seed_style), ("b", ours), ("c", floor)):
-            best[key] = min(best[key], _time(fn, 1))
-    a, b, c = best["a"], best["b"], best["c"]
-    print(f"one epoch, batch 64, {n_steps} steps, torch threads: {torch.get_num_threads()}")
-    print(f"seed_style_s={a:.2f} ours_s={b:.2f} floor_s={c:.2f} speedup={a / b:.2f} floor_ratio={b / c:.2f}")
+    t = _interleaved({"seed_style": lambda: seed_style_epoch(everything), "ours": ours, "floor": floor}, repeats)
+    print(f"one epoch + validation, batch 64, {n_steps} steps, torch threads: {torch.get_num_threads()}")
+    print(f"seed_style_s={t['seed_style']:.2f} ours_s={t['ours']:.2f} floor_s={t['floor']:.2f} "
+          f"speedup={t['seed_style'] / t['ours']:.2f} floor_ratio={t['ours'] / t['floor']:.2f}", flush=True)
+
+
+def bench_stacked(prepared: data.Prepared, repeats: int, k: int = 6) -> None:
+    settings = dict(hidden=[128, 64], dropout=[0.15, 0.2], momentum=0.9, weight_decay=1e-5, schedule="onecycle")
+    for batch in (8, 64):
+        def alone():
+            model = MLP(lr=0.05)
+            train_epoch(model, prepared.loaders(batch, 0)[0])
+            validate(model, prepared.loaders(batch, 0)[1])
+
+        def together():
+            members = [stacked.Member(lr, 0) for lr in (0.01, 0.02, 0.03, 0.05, 0.1, 0.2)[:k]]
+            stacked.train_stack(prepared, members, batch_size=batch, epochs=1, **settings)
+
+        t = _interleaved({"alone": alone, "stacked": together}, repeats)
+        per_model = t["stacked"] / k
+        print(f"stacked batch={batch}: alone_s={t['alone']:.2f} stacked_{k}_s={t['stacked']:.2f} "
+              f"per_model_s={per_model:.2f} speedup={t['alone'] / per_model:.2f}", flush=True)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5, help="best of this many runs (default 5)")
+    parser.add_argument("--repeats", type=int, default=3, help="best of this many runs (default 3)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: the sweeps' setting, and the fastest for "
+                        help="torch threads (default 1: the study workers' setting, and the fastest for "
                              "the seed-sized model, whose matrices are too small to split)")
+    parser.add_argument("--only", choices=("mnist", "loader", "epoch", "stacked"), action="append",
+                        help="run only these parts (repeatable; default: all)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    bench_mnist()
+    parts = args.only or ["mnist", "loader", "epoch", "stacked"]
+    if "mnist" in parts:
+        bench_mnist()
     prepared = data.prepare("mnist", 0.1, 0)
     train = prepared.dataset("train")
-    bench_loader(train.images, train.labels, args.repeats)
-    bench_epoch(train.images, train.labels, args.repeats)
+    if "loader" in parts:
+        bench_loader(train.images, train.labels, args.repeats)
+    if "epoch" in parts:
+        bench_epoch(prepared, args.repeats)
+    if "stacked" in parts:
+        bench_stacked(prepared, args.repeats)
 
 
 if __name__ == "__main__":

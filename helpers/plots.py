@@ -90,54 +90,126 @@ def training_curves(history: Sequence[Mapping], title: str = "Training"):
     return fig
 
 
-def curves_overlay(histories: Mapping[str, Sequence[Mapping]], metric: str = "val_acc",
-                   legend_title: str = "", title: str = ""):
-    """One line per study point: `metric` per epoch."""
+def training_band(histories: Sequence[Sequence[Mapping]], title: str = "Training"):
+    """Loss and accuracy per epoch, train vs validation: the mean over seeds with a +- std band."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    epochs = np.arange(1, len(histories[0]) + 1)
+    for key, label in (("train", "train (dropout, augmentation on)"), ("val", "validation")):
+        for ax, metric, scale in ((ax1, "loss", 1), (ax2, "acc", 100)):
+            values = scale * np.array([[r[f"{key}_{metric}"] for r in h] for h in histories], dtype=float)
+            mean = values.mean(0)
+            line, = ax.plot(epochs, mean, marker=".", label=label)
+            if len(values) > 1:
+                std = values.std(0, ddof=1)
+                ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax1.set(xlabel="epoch", ylabel="cross-entropy loss (smoothed targets)", title="Loss")
+    ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    ax2.set_ylim(max(ax2.get_ylim()[0], 95), 100)
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title + (f" (mean of {len(histories)} seeds, band: +- 1 std)" if len(histories) > 1 else ""))
+    fig.tight_layout()
+    return fig
+
+
+def curves_band(table: "pd.DataFrame", label: str, legend_title: str = "", title: str = "",  # noqa: F821
+                fmt: str = "{:g}"):
+    """Validation accuracy per epoch, one line per study point: the mean over seeds, +- std band."""
     fig, ax = plt.subplots(figsize=(7, 4))
-    colors = plt.cm.viridis(np.linspace(0, 0.95, max(len(histories), 1)))
-    for color, (label, history) in zip(colors, histories.items()):
-        ys = [r[metric] * (100 if metric.endswith("acc") else 1) for r in history]
-        ax.plot([r["epoch"] for r in history], ys, marker=".", color=color, label=label)
-    ax.set(xlabel="epoch", ylabel=metric.replace("_", " ") + (" (%)" if metric.endswith("acc") else ""),
-           title=title)
+    rows = table[table["n_seeds"] > 0]
+    colors = plt.cm.viridis(np.linspace(0, 0.95, max(len(rows), 1)))
+    for color, (_, r) in zip(colors, rows.iterrows()):
+        mean = 100 * np.asarray(r["curve_mean"], dtype=float)
+        std = 100 * np.asarray(r["curve_std"], dtype=float)
+        epochs = np.arange(1, len(mean) + 1)
+        ax.plot(epochs, mean, marker=".", color=color, label=fmt.format(r[label]))
+        if np.isfinite(std).all():
+            ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+    n = int(rows["n_seeds"].max()) if len(rows) else 0
+    ax.set(xlabel="epoch", ylabel="validation accuracy (%)",
+           title=title + (f"\n(mean of {n} seeds, band: +- 1 std)" if n > 1 else ""))
     ax.grid(alpha=0.3)
     ax.legend(title=legend_title, fontsize=8, ncol=2)
     return fig
 
 
-def final_metrics(table: "pd.DataFrame", x: str, log_x: bool = True, title: str = ""):  # noqa: F821
-    """Final train/validation loss and accuracy against one study parameter."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
-    t = table.sort_values(x)
-    for split, label in (("train", "train"), ("val", "validation")):
-        ax1.plot(t[x], t[f"{split}_loss"], marker="o", label=label)
-        ax2.plot(t[x], 100 * t[f"{split}_acc"], marker="o", label=label)
-    ax1.set(xlabel=x, ylabel="final loss", title="Loss")
-    ax2.set(xlabel=x, ylabel="final accuracy (%)", title="Accuracy")
-    for ax in (ax1, ax2):
+def final_metrics(table: "pd.DataFrame", x: str, log_x: bool = True, title: str = "",  # noqa: F821
+                  zoom: float | None = None):
+    """Final validation accuracy (mean +- std over seeds, each seed a dot) and loss against `x`.
+
+    `zoom`: also a right-hand panel of accuracy limited to the `zoom` points below the best, where
+    the differences that decide the answer are.
+    """
+    t = table[table["n_seeds"] > 0].sort_values(x)
+    panels = 3 if zoom else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6))
+    ax1, ax2 = axes[0], axes[1]
+    ax1.plot(t[x], t["val_loss_mean"], marker="o", label="validation")
+    ax1.plot(t[x], t["train_loss_mean"], marker="o", label="train (dropout on)")
+    ax1.set(xlabel=x, ylabel="final loss (mean over seeds)", title="Loss")
+    for ax in axes[1:]:
+        ax.errorbar(t[x], 100 * t["val_acc_mean"], yerr=100 * t["val_acc_std"].fillna(0), marker="o",
+                    capsize=3, label="validation, mean +- std")
+        for xv, accs in zip(t[x], t["val_acc"]):
+            ax.scatter([xv] * len(accs), 100 * np.asarray(accs), s=8, color="black", alpha=0.5, zorder=3)
+        ax.set(xlabel=x, ylabel="final validation accuracy (%)")
+    ax2.set_title("Accuracy (dots: single seeds)")
+    if zoom:
+        top = 100 * t["val_acc_mean"].max()
+        axes[2].set_ylim(top - 100 * zoom, top + 100 * zoom / 4)
+        axes[2].set_title("Accuracy near the top")
+    for ax in axes:
         if log_x:
             ax.set_xscale("log")
         ax.grid(alpha=0.3)
-        ax.legend()
+    ax1.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
-def heatmap(matrix: "pd.DataFrame", title: str, fmt: str = ".2f", cmap: str = "viridis",
-            xlabel: str | None = None, ylabel: str | None = None, vmin: float | None = None):
+def heatmap(matrix: "pd.DataFrame", title: str, fmt: str = ".2f", cmap: str = "viridis",  # noqa: F821
+            xlabel: str | None = None, ylabel: str | None = None, vmin: float | None = None,
+            annot: "pd.DataFrame | None" = None):  # noqa: F821
     """A seaborn heatmap of a 2-D table (e.g. validation accuracy by lr x batch size).
 
     `vmin` clips the colour scale from below, so a few failed cells do not wash out the
-    differences between the good ones (their numbers are still printed).
+    differences between the good ones (their numbers are still printed). `annot`: the text of
+    each cell (e.g. "98.31\n±0.05"), else the values formatted with `fmt`.
     """
     import seaborn as sns
 
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * matrix.shape[1], 0.8 + 0.55 * matrix.shape[0]))
-    sns.heatmap(matrix, annot=True, fmt=fmt, cmap=cmap, ax=ax, cbar=True, annot_kws={"fontsize": 8}, vmin=vmin)
+    fig, ax = plt.subplots(figsize=(1.0 + 1.0 * matrix.shape[1], 0.8 + 0.62 * matrix.shape[0]))
+    labels = annot.to_numpy() if annot is not None else True
+    sns.heatmap(matrix, annot=labels, fmt="" if annot is not None else fmt, cmap=cmap, ax=ax, cbar=True,
+                annot_kws={"fontsize": 8}, vmin=vmin)
     ax.set_title(title)
     ax.set_xlabel(xlabel or matrix.columns.name or "")
     ax.set_ylabel(ylabel or matrix.index.name or "")
+    fig.tight_layout()
+    return fig
+
+
+def against_full(joined: "pd.DataFrame", label: str, rho: float | None, title: str = "",  # noqa: F821
+                 floor: float = 0.9):
+    """Each point's validation accuracy at the study's budget against the full budget's.
+
+    Points below `floor` at the full budget (runs that collapsed) are left off the chart, named
+    in the title, so that they do not squeeze the points that matter into a corner.
+    """
+    fig, ax = plt.subplots(figsize=(5.4, 4.6))
+    shown = joined[joined["val_acc_mean_full"] >= floor]
+    off = joined[joined["val_acc_mean_full"] < floor][label].tolist()
+    x, y = 100 * shown["val_acc_mean_full"], 100 * shown["val_acc_mean"]
+    ax.scatter(x, y, s=18)
+    for xv, yv, text in zip(x, y, shown[label]):
+        ax.annotate(text, (xv, yv), fontsize=7, xytext=(3, 2), textcoords="offset points")
+    corr = "undefined (ties)" if rho is None else f"{rho:.2f}"
+    ax.set(xlabel="full budget: validation accuracy (%)", ylabel="this budget: validation accuracy (%)",
+           title=(title + "\n" if title else "") + f"Spearman rank correlation {corr} (all {len(joined)} points)"
+           + (f"\noff the chart (below {100 * floor:.0f}% at full budget): {', '.join(off)}" if off else ""))
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
@@ -157,13 +229,13 @@ def activation_spread(stats: "pd.DataFrame", title: str):  # noqa: F821
 
 
 def seconds_per_epoch(table: "pd.DataFrame", x: str, title: str = ""):  # noqa: F821
-    """Wall-clock seconds per epoch (training + validation) against one study parameter."""
+    """Wall-clock seconds per model-epoch (training + validation) against one study parameter."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    t = table.sort_values(x)
+    t = table[table["n_seeds"] > 0].sort_values(x)
     ax.plot(t[x], t["seconds_per_epoch"], marker="o")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set(xlabel=x, ylabel="seconds per epoch (log)", title=title)
+    ax.set(xlabel=x, ylabel="seconds per model-epoch (log)", title=title)
     ax.grid(alpha=0.3, which="both")
     return fig
 
