@@ -1,4 +1,4 @@
-"""Test-set evaluation: metrics, per-class report, confusion, mistakes, rendered-digit check."""
+"""Test-set evaluation: metrics, per-class report, confusion, mistakes, rendered and photographed digits."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,6 +22,22 @@ def metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict:
     nll = -torch.log(probs.clamp_min(1e-12))[torch.arange(len(labels)), labels]
     return {"loss": nll.mean().item(), "accuracy": (probs.argmax(1) == labels).float().mean().item(),
             "n": len(labels)}
+
+
+def seeds_and_ensemble(models, norm: data.Normalization, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Each model (a seed of one recipe) evaluated once, their mean +- std, and their ensemble.
+
+    The ensemble averages the seeds' probabilities. Returns {"per_seed": [metrics...],
+    "accuracy_mean", "accuracy_std" (None for one model), "n_seeds", "ensemble": metrics,
+    "probs": the ensemble's probabilities [N, 10]}.
+    """
+    probs = [predict_all(m, images, norm) for m in models]
+    per_seed = [metrics(p, labels) for p in probs]
+    acc = np.array([r["accuracy"] for r in per_seed])
+    together = torch.stack(probs).mean(0)
+    return {"per_seed": per_seed, "accuracy_mean": float(acc.mean()),
+            "accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1 else None, "n_seeds": len(acc),
+            "ensemble": metrics(together, labels), "probs": together}
 
 
 def per_class(labels: torch.Tensor, preds: torch.Tensor):
@@ -70,3 +86,40 @@ def rendered_accuracy(model: MLP, norm: data.Normalization, images: torch.Tensor
         preds = predict_all(model, torch.stack(drawn), norm).argmax(1)
         result[f"{size}px"] = (preds == labels).float().mean().item()
     return result
+
+
+def photo_accuracy(model: MLP, norm: data.Normalization, images: torch.Tensor, labels: torch.Tensor,
+                   seed: int = 0, bins=((0.3, 0.5), (0.5, 0.7), (0.7, 0.9))) -> dict:
+    """Accuracy on digits drawn as phone photos, against clean renderings of the same digits.
+
+    Each digit gets a random shot (`photos.shot_for(seed, i)`: frame, size, place, angle, paper,
+    light, noise, blur, JPEG quality); the photo and the black-on-white rendering with the same
+    geometry both go through `predict.preprocess`. A photo in which no digit is found counts as
+    wrong. `by_paper` splits both accuracies by the paper's luminance, bins [low, high).
+    """
+    from . import photos
+    from .predict import ImageError, preprocess
+
+    shots = [photos.shot_for(seed, i) for i in range(len(images))]
+    clean = torch.stack([preprocess(photos.clean(img, s)) for img, s in zip(images, shots)])
+    photographed, found = [], []
+    for img, s in zip(images, shots):
+        try:
+            photographed.append(preprocess(photos.photograph(img, s)))
+            found.append(True)
+        except ImageError:
+            photographed.append(torch.zeros_like(clean[0]))
+            found.append(False)
+    right_clean = predict_all(model, clean, norm).argmax(1) == labels
+    right_photo = (predict_all(model, torch.stack(photographed), norm).argmax(1) == labels) & torch.tensor(found)
+    paper = torch.tensor([s.paper for s in shots])
+    by_paper = []
+    for low, high in bins:
+        inside = (paper >= low) & (paper < high)
+        n = int(inside.sum())
+        by_paper.append({"paper": (low, high), "n": n,
+                         "clean": right_clean[inside].float().mean().item() if n else float("nan"),
+                         "photo": right_photo[inside].float().mean().item() if n else float("nan")})
+    return {"n": len(labels), "clean": right_clean.float().mean().item(),
+            "photo": right_photo.float().mean().item(), "no_digit_found": found.count(False),
+            "by_paper": by_paper}

@@ -19,6 +19,34 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt, truncated, or does not fit the model asked for."""
 
 
+def keep_mask(shape, p: float, generator: torch.Generator, device=None) -> torch.Tensor:
+    """Dropout's mask: 1.0 with probability 1 - p, else 0.0, as float32 (a uniform draw u >= p).
+
+    floor(u + 1 - p) is that test in float arithmetic: bool tensors cost several times more per
+    element on these CPUs. One function, so a model draws the same masks alone and stacked.
+    """
+    return torch.rand(shape, generator=generator, device=device).add_(1.0 - p).floor_()
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout whose masks come from the model's own generator, not torch's global one.
+
+    A model's randomness (initial weights, then every dropout mask, in order) is then a function
+    of its `seed` alone, so `helpers.stacked` can train K models side by side and draw, for each,
+    exactly the masks it would have drawn alone. Keeps a unit with probability 1 - p, as
+    nn.Dropout does, and scales the kept ones by 1 / (1 - p).
+    """
+
+    def __init__(self, p: float, generator: torch.Generator):
+        super().__init__(p)
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        return x * keep_mask(x.shape, self.p, self.generator, x.device) * (1.0 / (1.0 - self.p))
+
+
 class MLP(nn.Module):
     """Linear -> LayerNorm -> ReLU -> Dropout per hidden layer, then a Linear to 10 logits.
 
@@ -26,12 +54,15 @@ class MLP(nn.Module):
     in front of it, which squashes the gradients (softmax twice) and slows training.
     `fit(X, y)` takes one SGD step and returns the loss; `predict(X)` returns class indices.
     The optimizer is an attribute so a study can swap it (`configure_optimizer` or assignment).
+    `seed` fixes the initial weights and the dropout masks (`self.generator` draws both, in
+    that order); shuffling and augmentation have generators of their own.
     """
 
     def __init__(self, hidden: Sequence[int] = (128, 64), dropout: Sequence[float] = (0.15, 0.2),
                  in_features: int = 28 * 28, n_classes: int = 10, init: str = "he",
                  label_smoothing: float = 0.0,
-                 lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-5):
+                 lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-5,
+                 nesterov: bool = False, seed: int = 0):
         super().__init__()
         hidden = P.sizes("hidden", list(hidden))
         dropout = tuple(P.number(f"dropout[{i}]", d, low=0.0, high=1.0, high_open=True)
@@ -41,44 +72,68 @@ class MLP(nn.Module):
                                    f"{len(dropout)} rates for {len(hidden)} layers")
         P.choice("init", init, ("he", "default"))
         label_smoothing = P.number("label_smoothing", label_smoothing, low=0.0, high=1.0, high_open=True)
+        seed = P.integer("seed", seed, minimum=0)
         self.config = {"hidden": list(hidden), "dropout": list(dropout), "in_features": in_features,
-                       "n_classes": n_classes, "init": init, "label_smoothing": label_smoothing}
+                       "n_classes": n_classes, "init": init, "label_smoothing": label_smoothing,
+                       "seed": seed}
+        self.generator = torch.Generator().manual_seed(seed)
         layers: list[nn.Module] = []
         width = in_features
         for size, rate in zip(hidden, dropout):
-            layers += [nn.Linear(width, size), nn.LayerNorm(size), nn.ReLU(), nn.Dropout(rate)]
+            layers += [nn.Linear(width, size), nn.LayerNorm(size), nn.ReLU(), Dropout(rate, self.generator)]
             width = size
         layers.append(nn.Linear(width, n_classes))
         self.net = nn.Sequential(*layers)
-        if init == "he":
-            self._he_init()
+        self._init_weights(init)
         # Label smoothing (a share of the target spread over all classes) discourages
         # over-confident logits; 0 is the seed's plain cross-entropy.
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        self.configure_optimizer(lr, momentum, weight_decay)
+        self._optimizer_settings(lr, momentum, weight_decay, nesterov)
 
-    def _he_init(self) -> None:
+    def _init_weights(self, init: str) -> None:
         # Kaiming-normal (fan_in, gain sqrt(2)) keeps the activation variance through ReLU layers
-        # at one; PyTorch's default (uniform, gain 1/sqrt(3)) shrinks it layer by layer.
+        # at one; PyTorch's default (uniform, gain 1/sqrt(3)) shrinks it layer by layer. Either
+        # is drawn here from the model's generator, layer by layer, weights before biases.
         for m in self.net:
-            if isinstance(m, nn.Linear):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if not isinstance(m, nn.Linear):
+                continue
+            if init == "he":
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu", generator=self.generator)
                 nn.init.zeros_(m.bias)
+            else:  # what nn.Linear.reset_parameters does, from our generator
+                nn.init.kaiming_uniform_(m.weight, a=5 ** 0.5, generator=self.generator)
+                bound = 1 / m.in_features ** 0.5
+                nn.init.uniform_(m.bias, -bound, bound, generator=self.generator)
 
     def configure_optimizer(self, lr: float = 0.01, momentum: float = 0.9,
                             weight_decay: float = 1e-5, nesterov: bool = False) -> torch.optim.SGD:
         """A fresh SGD over this model's parameters (checked, so a bad value stops here)."""
+        self._optimizer_settings(lr, momentum, weight_decay, nesterov)
+        return self.optimizer
+
+    def _optimizer_settings(self, lr, momentum, weight_decay, nesterov) -> None:
+        # The optimizer itself is built on first use of `self.optimizer`: building torch's SGD
+        # imports much of torch (seconds), which a model that is only evaluated, or only lends
+        # its initial weights to `helpers.stacked`, never needs.
         lr = P.positive("lr", lr)
         momentum = P.number("momentum", momentum, low=0.0, high=1.0, high_open=True)
         weight_decay = P.number("weight_decay", weight_decay, low=0.0)
         nesterov = P.boolean("nesterov", nesterov) and momentum > 0
-        # fused: one kernel for the whole update instead of a dozen small ops per step; at
-        # this model size the step's fixed cost is what training time is made of.
-        self.optimizer = torch.optim.SGD(self.parameters(), lr=lr, momentum=momentum,
-                                         weight_decay=weight_decay, nesterov=nesterov, fused=True)
         self.optimizer_config = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
                                  "nesterov": nesterov}
-        return self.optimizer
+        self._optimizer = None
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        if self._optimizer is None:
+            # fused: one kernel for the whole update instead of a dozen small ops per step; at
+            # this model size the step's fixed cost is what training time is made of.
+            self._optimizer = torch.optim.SGD(self.parameters(), **self.optimizer_config, fused=True)
+        return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, optimizer: torch.optim.Optimizer) -> None:  # a study or the bench swaps it
+        self._optimizer = optimizer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # logits [N, n_classes]
@@ -125,17 +180,47 @@ def parameter_table(model: MLP) -> list[dict]:
     return rows
 
 
-def save_checkpoint(path: str | os.PathLike, model: MLP, norm: Normalization,
+class Ensemble(nn.Module):
+    """Several trained MLPs (seeds of one recipe) that answer together: their probabilities averaged.
+
+    Has the inference side of MLP's interface (`predict_proba`, `predict`, `config`), so the
+    evaluation, `helpers.predict` and the drawing widget take either.
+    """
+
+    def __init__(self, members: Sequence[MLP]):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one model")
+        self.members = nn.ModuleList(members)
+        self.config = {"ensemble_of": len(members), **{k: v for k, v in members[0].config.items() if k != "seed"},
+                       "seeds": [m.config["seed"] for m in members]}
+
+    @torch.no_grad()
+    def predict_proba(self, X: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m.predict_proba(X) for m in self.members]).mean(0)
+
+    def predict(self, X: torch.Tensor) -> torch.Tensor:
+        return self.predict_proba(X).argmax(dim=1)
+
+
+def _model_blob(model: MLP) -> dict:
+    return {"model_config": model.config, "state_dict": model.state_dict(),
+            "optimizer_config": model.optimizer_config}
+
+
+def save_checkpoint(path: str | os.PathLike, model: MLP | Ensemble, norm: Normalization,
                     training: dict | None = None, **meta) -> Path:
     """Weights, model configuration and normalization (all inference needs), written atomically.
 
     `training` holds what resuming needs (optimizer, scheduler and RNG states, history); it is
-    left out of final models. Everything is plain tensors and containers, so the file loads
-    with `torch.load(weights_only=True)`.
+    left out of final models. An Ensemble is saved as its members. Everything is plain tensors
+    and containers, so the file loads with `torch.load(weights_only=True)`.
     """
-    blob = {"format": CHECKPOINT_FORMAT, "model_config": model.config,
-            "state_dict": model.state_dict(), "normalization": norm.as_dict(),
-            "optimizer_config": model.optimizer_config, "meta": meta}
+    blob = {"format": CHECKPOINT_FORMAT, "normalization": norm.as_dict(), "meta": meta}
+    if isinstance(model, Ensemble):
+        blob["members"] = [_model_blob(m) for m in model.members]
+    else:
+        blob.update(_model_blob(model))
     if training is not None:
         blob["training"] = training
     with store.atomic_path(path) as tmp:
@@ -156,23 +241,33 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
         found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
         raise CheckpointError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint (found {found!r})")
-    missing = {"model_config", "state_dict", "normalization"} - blob.keys()
+    need = {"normalization"} | ({"members"} if "members" in blob else {"model_config", "state_dict"})
+    missing = need - blob.keys()
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {sorted(missing)}")
     return blob
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[MLP, Normalization, dict]:
-    """(model in eval mode, its normalization, the whole checkpoint dict)."""
-    blob = read_checkpoint(path)
-    model = MLP(**blob["model_config"])
-    if blob.get("optimizer_config"):
-        model.configure_optimizer(**blob["optimizer_config"])
+def _build(path, part: dict) -> MLP:
+    model = MLP(**part["model_config"])
+    if part.get("optimizer_config"):
+        model._optimizer_settings(**part["optimizer_config"])
     try:
-        model.load_state_dict(blob["state_dict"])
+        model.load_state_dict(part["state_dict"])
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not match the model configuration "
-                              f"{blob['model_config']}: {str(e).splitlines()[0]}") from e
+                              f"{part['model_config']}: {str(e).splitlines()[0]}") from e
+    return model
+
+
+def load_checkpoint(path: str | os.PathLike,
+                    device: str | torch.device = "cpu") -> tuple[MLP | Ensemble, Normalization, dict]:
+    """(model or ensemble in eval mode, its normalization, the whole checkpoint dict)."""
+    blob = read_checkpoint(path)
+    if "members" in blob:
+        model = Ensemble([_build(path, part) for part in blob["members"]])
+    else:
+        model = _build(path, blob)
     model.to(device).eval()
     return model, Normalization(**blob["normalization"]), blob
 

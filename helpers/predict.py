@@ -3,11 +3,17 @@
 `preprocess` turns any PNG or JPEG of one digit into what MNIST is made of: a uint8 28x28 image,
 bright ink on a 0 background, the digit scaled to fit 20x20 and centred by its centre of mass.
 The result goes through `data.normalize` like every training image, so there is no second path.
+Photos work as well as scans: the paper's level is estimated across the image (grey paper,
+uneven light, dark corners), the ink is told from it by the image's own noise and contrast, dark
+on light or light on dark, and then MNIST's conventions apply as to any image.
 
-    python -m helpers.predict IMAGE [IMAGE ...] [--checkpoint PATH]
+    python -m helpers.predict IMAGE [IMAGE ...] [--checkpoint PATH] [--save-inputs DIR]
 
 prints `path<TAB>digit<TAB>probability` per image; a bad file gets `path: error: ...` on stderr,
-the others are still read, and the exit status is 1 if any failed.
+the others are still read, and the exit status is 1 if any failed. `--save-inputs DIR` also
+writes the 28x28 the model saw for each readable image to `DIR/<stem>.png` (`photo.jpg` ->
+`photo.png`; a second `photo.jpg` from another folder -> `photo-2.png`, in the order given),
+so a wrong answer can be traced to the picture the model was shown.
 """
 from __future__ import annotations
 
@@ -22,15 +28,29 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from . import data, paths
+from . import data, paths, store
 from .model import MLP, CheckpointError, load_checkpoint
 
 # Larger than any scan or phone photo; beyond it a file is a mistake or a decompression bomb.
 MAX_SIDE = 10_000
 MAX_PIXELS = 50_000_000
 BOX, FRAME = 20, 28           # MNIST: the digit fits 20x20, centred by mass in 28x28
-BLANK_CONTRAST = 0.1          # ink weaker than this (fraction of full scale) is no digit
-CROP_THRESHOLD = 0.2          # bounding box of pixels above this fraction of the strongest ink
+BLANK_CONTRAST = 0.1          # ink weaker than this (share of the paper's light it takes) is no digit
+CROP_THRESHOLD = 0.2          # bounding box of pixels above this fraction of a typical stroke
+WORK_SIDE = 1024              # px: larger images are area-averaged down to this longer side first
+BACKGROUND_SIDE = 64          # px: the background surface is fitted on a copy this small
+BACKGROUND_DEGREE = 4         # its polynomial order (in log light): gradients, vignettes, never strokes
+FIT_TOLERANCE = 0.04          # within 4% of the surface's light is paper, however clean the image
+                              # (twice that per order below the top: a rough surface needs room)
+BACKGROUND_ROUNDS = 8         # refits per order, each to the pixels near the previous surface
+SMOOTH_DIVISOR = 100          # smoothing window = shorter side / this (1 px below 150 px)
+NOISE_SIGMAS = 5.0            # ink must stand this many noise deviations out of the background
+REACH_PERCENT = 0.1           # how far the image reaches each side of the background: its 0.1% tails
+LOW_SIGMAS = 3.0              # soft ink edges fade to 0 this many noise deviations above the paper
+MIN_LEVEL = 0.05              # darkest paper (or brightest ground) that strengths are divided by
+QUANTUM = 1 / 255             # one 8-bit step: the least noise a stored image has
+SATURATED = 250 / 255         # this bright or more is overexposed (clipped, then blurred by JPEG)
+SPECK_FRACTION = 0.05         # rows/columns with less ink than this share of the fullest are specks
 
 
 class ImageError(ValueError):
@@ -106,16 +126,128 @@ def _gray(img: Image.Image) -> np.ndarray:
     return gray * alpha + backdrop * (1.0 - alpha)
 
 
+def _shrink(a: np.ndarray, side: int) -> np.ndarray:
+    """`a` area-averaged so that its longer side is at most `side` px (never enlarged)."""
+    h, w = a.shape
+    if max(h, w) <= side:
+        return a
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(a.astype(np.float32)).resize(size, Image.BOX))
+
+
+def _box(a: np.ndarray, k: int) -> np.ndarray:
+    """Mean over a k x k window, edges repeated: noise averages out, strokes wider than k stay."""
+    if k <= 1:
+        return a
+    lo = k // 2
+    p = np.pad(a.astype(np.float64), ((lo, k - 1 - lo), (lo, k - 1 - lo)), mode="edge")
+    c = np.pad(p.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    h, w = a.shape
+    return ((c[k:k + h, k:k + w] - c[:h, k:k + w] - c[k:k + h, :w] + c[:h, :w]) / (k * k)).astype(np.float32)
+
+
+def _spread(a: np.ndarray) -> float:
+    """Robust standard deviation (from the median absolute deviation): a minority of ink leaves it be."""
+    return 1.4826 * float(np.median(np.abs(a - np.median(a))))
+
+
+def _powers(n: int, degree: int) -> np.ndarray:
+    """t^0 .. t^degree at n points spanning [-1, 1]: [n, degree + 1]."""
+    return np.linspace(-1, 1, n)[:, None] ** np.arange(degree + 1)
+
+
+def _background(gray: np.ndarray) -> np.ndarray:
+    """The paper (or board) behind the digit, as a smooth surface the shape of `gray`.
+
+    Light multiplies what the paper reflects, so in the logarithm of the image uneven light (a
+    gradient from the window, darker corners) adds a smooth surface that a low-order polynomial
+    follows and a stroke cannot bend. It is fitted on a small copy, to the pixels close to the
+    previous fit only, so the ink is left out whatever its polarity (ink is the minority that
+    differs from the background). The order rises one step at a time from a flat level, and
+    "close" narrows as it rises: a surface fitted at once can bend into a bold digit, and one
+    that drops a steep corner early never gets it back.
+    """
+    small = _shrink(gray, BACKGROUND_SIDE).astype(np.float64)
+    values = np.log(np.maximum(small.ravel(), QUANTUM))
+    # An overexposed pixel only says the light there is at least white: it may hold the
+    # surface up, never pull it down (else the edge of a burnt-out patch looks like ink).
+    saturated = small.ravel() >= SATURATED
+    top = BACKGROUND_DEGREE if min(small.shape) >= 10 else 0  # a few pixels cannot carry a surface
+    coef = np.zeros((top + 1, top + 1))  # coef[j, i] multiplies y^j x^i
+    coef[0, 0] = np.median(values)
+    fit = np.full_like(values, coef[0, 0])
+    for degree in range(1, top + 1):
+        powers = [(j, i) for j in range(degree + 1) for i in range(degree + 1 - j)]
+        ys, xs = _powers(small.shape[0], degree), _powers(small.shape[1], degree)
+        terms = np.stack([np.outer(ys[:, j], xs[:, i]).ravel() for j, i in powers], 1)
+        tolerance = FIT_TOLERANCE * 2 ** (top - degree)
+        near = None
+        for _ in range(BACKGROUND_ROUNDS):
+            seen = np.where(saturated, np.maximum(values, fit), values)
+            r = seen - fit
+            was, near = near, np.abs(r - np.median(r)) <= max(3 * _spread(r), tolerance)
+            if was is not None and (near == was).all():
+                break
+            # Least squares by its normal equations: 15 unknowns at most, well scaled on [-1, 1].
+            t = terms[near]
+            solved = np.linalg.solve(t.T @ t + 1e-9 * np.eye(len(powers)), t.T @ seen[near])
+            fit = terms @ solved
+            coef[:] = 0
+            coef[tuple(zip(*powers))] = solved
+    surface = _powers(gray.shape[0], top) @ coef @ _powers(gray.shape[1], top).T
+    return np.minimum(np.exp(surface), 1.0).astype(np.float32)  # no image is brighter than white
+
+
+def _otsu(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold: the cut that best separates `values` into two classes (max between-class variance)."""
+    counts, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(counts)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(counts * centres)
+    mean0 = m0 / np.maximum(w0, 1)
+    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    between = w0 * w1 * (mean0 - mean1) ** 2
+    return float(edges[1:][np.argmax(between)])
+
+
 def _ink(gray: np.ndarray) -> np.ndarray | None:
-    """Ink bright on 0, in [0, 1], paper level removed; None when there is no ink at all."""
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    paper = float(np.median(border))
-    if paper > 0.5:  # a light background: dark ink, so invert as MNIST has light ink on black
-        gray, paper = 1.0 - gray, 1.0 - paper
-    ink = np.clip(gray - paper, 0, None)  # grey paper (a photo, a scan) becomes 0
-    if ink.max() < BLANK_CONTRAST:
+    """Ink bright on 0, in [0, 1], background removed; None when no ink stands out of it.
+
+    The background is estimated from the image itself (`_background`), and the ink is on
+    whichever side of it the image reaches furthest: dark ink on paper, light ink on a dark
+    ground (a lighter sheet on grey paper reaches less far than the strokes on it). A pixel's
+    strength is its difference from the background there, as a share of what ink could reach
+    (black on paper, white on a dark ground), so a stroke in a shadowed corner counts as much
+    as one in the light. Noise, measured on the image, sets how weak ink may be; Otsu's
+    threshold separates strokes from their fringes, the median stroke becomes full ink, and
+    the soft (anti-aliased, blurred) edges between the noise floor and that are kept.
+    """
+    work = _shrink(gray, WORK_SIDE)
+    background = _background(work)
+    k = max(1, round(min(work.shape) / SMOOTH_DIVISOR))  # px: smooth no more than a stroke is wide
+    residual = _box(work - background, k)
+    # Burnt-out white has no noise left to measure: measure it where the image is exposed,
+    # unless that is little more than the ink (a clean scan on white).
+    exposed = work < SATURATED
+    noise = max(_spread(residual[exposed] if exposed.mean() > 0.5 else residual), QUANTUM)
+    light, dark = np.percentile(residual, [100 - REACH_PERCENT, REACH_PERCENT])
+    if max(light, -dark) <= NOISE_SIGMAS * noise:
         return None
-    return ink / ink.max()
+    if -dark > light:  # dark ink: its strength is the share of the paper's light it takes away
+        strength = -residual / np.maximum(background, MIN_LEVEL)
+        noise /= max(float(np.median(background)), MIN_LEVEL)
+    else:
+        strength = residual / np.maximum(1 - background, MIN_LEVEL)
+        noise /= max(1 - float(np.median(background)), MIN_LEVEL)
+    floor = max(NOISE_SIGMAS * noise, BLANK_CONTRAST)
+    if strength.max() < floor:
+        return None
+    cut = max(_otsu(strength[strength > floor / 2]), floor)  # strokes vs their fringes
+    level = float(np.median(strength[strength >= cut]))  # a typical stroke: full ink from here up
+    low = LOW_SIGMAS * noise
+    return np.clip((strength - low) / max(level - low, QUANTUM), 0, 1)
 
 
 def preprocess(image: str | os.PathLike | Image.Image) -> torch.Tensor:
@@ -124,9 +256,8 @@ def preprocess(image: str | os.PathLike | Image.Image) -> torch.Tensor:
     ink = _ink(_gray(img))
     if ink is None:
         raise ImageError(name, "blank image: no digit found (no ink distinguishable from the background)")
-    ys, xs = np.nonzero(ink > CROP_THRESHOLD)  # ignores faint noise, JPEG fringes, paper texture
-    ink = ink[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
-    ink[ink < CROP_THRESHOLD / 2] = 0
+    rows, cols = _extent((ink > CROP_THRESHOLD).sum(1)), _extent((ink > CROP_THRESHOLD).sum(0))
+    ink = ink[rows, cols]
     h, w = ink.shape
     scale = BOX / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -135,6 +266,12 @@ def preprocess(image: str | os.PathLike | Image.Image) -> torch.Tensor:
     small = np.clip(small, 0, None)
     small = np.round(255.0 * small / small.max()).astype(np.uint8)
     return _centre(small)
+
+
+def _extent(profile: np.ndarray) -> slice:
+    """The span of rows (or columns) holding ink: a stray speck, far thinner than a stroke, is left out."""
+    rows = np.nonzero(profile >= max(1, SPECK_FRACTION * profile.max()))[0]
+    return slice(rows.min(), rows.max() + 1)
 
 
 def _centre(patch: np.ndarray) -> torch.Tensor:
@@ -176,10 +313,13 @@ def default_checkpoint() -> Path:
 
 def predict_images(images: Iterable[str | os.PathLike | Image.Image],
                    checkpoint: str | os.PathLike | None = None, model: MLP | None = None,
-                   norm: data.Normalization | None = None) -> list[Prediction]:
+                   norm: data.Normalization | None = None,
+                   save_inputs: str | os.PathLike | None = None) -> list[Prediction]:
     """One Prediction per image, in order; a bad image gets its error, the others still run.
 
     `model` (with `norm`, default MNIST's) is used as given; else the checkpoint is loaded once.
+    `save_inputs`: a folder (created if need be) that receives, for each readable image, the
+    28x28 the model saw, as a PNG named by `input_files`.
     """
     if model is None:
         checkpoint = Path(checkpoint) if checkpoint is not None else default_checkpoint()
@@ -197,6 +337,10 @@ def predict_images(images: Iterable[str | os.PathLike | Image.Image],
             results.append(Prediction(name, None, None))
         except ImageError as e:
             results.append(Prediction(name, None, None, e.problem))
+    if save_inputs is not None:
+        for (_, seen), path in zip(good, input_files(save_inputs, [results[i].path for i, _ in good])):
+            with store.atomic_path(path) as tmp:
+                Image.fromarray(seen.numpy(), "L").save(tmp, format="PNG")
     if good:  # one forward pass for all readable images, through the training normalization
         x = data.normalize(torch.stack([t for _, t in good]), norm)
         proba = model.predict_proba(x.to(next(model.parameters()).device)).cpu()
@@ -206,15 +350,44 @@ def predict_images(images: Iterable[str | os.PathLike | Image.Image],
     return results
 
 
+def input_files(folder: str | os.PathLike, names: Iterable[str]) -> list[Path]:
+    """`folder/<stem>.png` for each image name, in order; a repeated stem gets -2, -3, ...
+
+    Two `digit.jpg` from different folders must not overwrite each other's input. Names are
+    compared ignoring case, as macOS and Windows file systems do.
+    """
+    taken: set[str] = set()
+    files = []
+    for name in names:
+        stem = Path(name).stem.strip("<>") or "image"  # an in-memory image is named "<image>"
+        unique, n = stem, 1
+        while unique.lower() in taken:
+            n += 1
+            unique = f"{stem}-{n}"
+        taken.add(unique.lower())
+        files.append(Path(folder) / f"{unique}.png")
+    return files
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.predict",
                                      description="Recognize the digit in each image (PNG, JPEG, ...).")
     parser.add_argument("images", nargs="+", metavar="IMAGE")
     parser.add_argument("--checkpoint", metavar="PATH",
                         help=f"model checkpoint (default: {paths.show(default_checkpoint())})")
+    parser.add_argument("--save-inputs", metavar="DIR",
+                        help="write the 28x28 the model saw for each image to DIR/<name>.png "
+                             "(a repeated name gets -2, -3, ...), to see why a digit failed")
     args = parser.parse_args(argv)
+    if args.save_inputs is not None:
+        try:  # before any work: a folder that cannot be made stops here, named
+            Path(args.save_inputs).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            print(f"error: --save-inputs {args.save_inputs}: cannot create the folder ({e.strerror or e})",
+                  file=sys.stderr)
+            return 1
     try:
-        predictions = predict_images(args.images, checkpoint=args.checkpoint)
+        predictions = predict_images(args.images, checkpoint=args.checkpoint, save_inputs=args.save_inputs)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -14,10 +14,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import params as P
+from .params import SCHEDULES, check_settings  # noqa: F401  (re-exported: train.check_settings)
 from .data import Normalization, batch_size_of
 from .model import MLP, CheckpointError, read_checkpoint, save_checkpoint
 
-SCHEDULES = ("onecycle", "constant")
 
 
 class TrainingDiverged(FloatingPointError):
@@ -116,7 +116,8 @@ def fit(model: MLP, train_loader: DataLoader, val_loader: DataLoader, epochs: in
     never interrupted (same optimizer, schedule, shuffle-order and dropout RNG states).
     `on_epoch(row)` sees each epoch's row (a study reports to its pruner there; raising stops).
     `progress`: a live bar (notebook) or one log line per epoch; default: bar unless headless.
-    `augment`: applied to each training batch after normalization (e.g. `data.RandomShift`).
+    `augment`: applied to each training batch after normalization (`data.RandomShift`,
+    `data.RandomAffine`); its `spec` is recorded with the run.
     """
     check_settings(len(train_loader.dataset), epochs=epochs, batch_size=batch_size_of(train_loader))
     resume = P.boolean("resume", resume)
@@ -124,7 +125,7 @@ def fit(model: MLP, train_loader: DataLoader, val_loader: DataLoader, epochs: in
     norm = norm or getattr(train_loader.dataset, "norm", Normalization())
     scheduler = make_scheduler(model, schedule, epochs, len(train_loader))
     run = {"epochs": epochs, "schedule": schedule, "batch_size": batch_size_of(train_loader),
-           "augment": getattr(augment, "max_shift", None),
+           "augment": getattr(augment, "spec", None),
            "optimizer": model.optimizer_config, "model": model.config}
     history: list[dict] = []
     if resume and checkpoint is not None and Path(checkpoint).exists():
@@ -168,7 +169,7 @@ def _training_state(model, scheduler, loader, run, history) -> dict:
     shuffle = _shuffle_rng(loader)
     return {"run": run, "history": history, "optimizer": model.optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": torch.get_rng_state(), "model_rng": model.generator.get_state(),
             "loader_rng": shuffle.get_state() if shuffle is not None else None}
 
 
@@ -194,37 +195,8 @@ def _restore(path, model, scheduler, loader, run) -> list[dict]:
     model.optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None:
         scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
+    torch.set_rng_state(state["torch_rng"])  # augmentation draws
+    model.generator.set_state(state["model_rng"])  # dropout masks
     if state["loader_rng"] is not None:
         _shuffle_rng(loader).set_state(state["loader_rng"])
     return list(state["history"])
-
-
-def check_settings(n_train: int, **settings) -> dict:
-    """Validate the training settings a notebook passes (any subset of them); return them cleaned.
-
-    One place for the checks 03-06 share, so a bad value stops each of them the same way,
-    before any training: epochs, batch_size (<= n_train), lr, momentum, weight_decay, hidden,
-    dropout, schedule, seed, prune_below, workers.
-    """
-    checks = {
-        "epochs": lambda v: P.integer("epochs", v, minimum=1),
-        "batch_size": lambda v: P.integer("batch_size", v, minimum=1, maximum=n_train),
-        "lr": lambda v: P.positive("lr", v),
-        "momentum": lambda v: P.number("momentum", v, low=0.0, high=1.0, high_open=True),
-        "weight_decay": lambda v: P.number("weight_decay", v, low=0.0),
-        "hidden": lambda v: list(P.sizes("hidden", v)),
-        "dropout": lambda v: list(P.numbers("dropout", v, low=0.0, high=1.0, high_open=True)),
-        "schedule": lambda v: P.choice("schedule", v, SCHEDULES),
-        "seed": lambda v: P.integer("seed", v, minimum=0),
-        "prune_below": lambda v: P.number("prune_below", v, low=0.0, high=1.0),
-        "workers": lambda v: P.integer("workers", v, minimum=0) or os.cpu_count() or 1,
-    }
-    unknown = set(settings) - set(checks)
-    if unknown:
-        raise TypeError(f"check_settings: no check for {sorted(unknown)}")
-    cleaned = {name: checks[name](value) for name, value in settings.items()}
-    if "hidden" in cleaned and "dropout" in cleaned and len(cleaned["hidden"]) != len(cleaned["dropout"]):
-        raise P.ParameterError(f"parameter 'dropout': one rate per hidden layer, got "
-                               f"{len(cleaned['dropout'])} rates for {len(cleaned['hidden'])} layers")
-    return cleaned

@@ -135,3 +135,22 @@ def test_random_shift_moves_each_digit_within_bounds():
     torch.manual_seed(0)
     assert torch.equal(data.RandomShift(2)(x).view(200, 28, 28), shifted)  # seeded
     assert torch.equal(data.RandomShift(0)(x), x)
+
+
+def test_random_affine_warps_each_digit_on_its_own_and_keeps_the_background():
+    images, _ = synthetic_digits(64)
+    x = data.normalize(images)
+    background = -data.MNIST_MEAN / data.MNIST_STD
+    still = data.RandomAffine(rotate=0, scale=0, shift=0, elastic=0)
+    assert torch.allclose(still(x), x, atol=1e-5), "no change asked, none made"
+    blank = torch.full((4, 784), background)
+    assert torch.allclose(data.RandomAffine(elastic=2.0)(blank), blank, atol=1e-5), "padding is background"
+    torch.manual_seed(0)
+    aug = data.RandomAffine(rotate=10, scale=0.1, shift=2, elastic=2.0)
+    same = x[:1].repeat(32, 1)
+    out = aug(same)
+    assert out.shape == same.shape and torch.isfinite(out).all()
+    assert len({tuple(row.round(decimals=3).tolist()) for row in out}) == 32, "drawn per digit, not per batch"
+    torch.manual_seed(0)
+    assert torch.equal(aug(same), out), "the global generator makes it reproducible"
+    assert aug.spec == {"kind": "affine", "rotate": 10, "scale": 0.1, "shift": 2, "elastic": 2.0}

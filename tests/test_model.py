@@ -126,3 +126,29 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         M.save_checkpoint(path, m, data.Normalization())
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def test_an_ensemble_averages_its_members_and_saves_as_one_file(tmp_path):
+    members = [M.MLP((32, 16), (0.1, 0.1), seed=s) for s in (0, 1, 2)]
+    ensemble = M.Ensemble(members)
+    x = torch.randn(7, 784)
+    expected = torch.stack([m.predict_proba(x) for m in members]).mean(0)
+    assert torch.allclose(ensemble.predict_proba(x), expected)
+    assert ensemble.config["seeds"] == [0, 1, 2] and ensemble.config["ensemble_of"] == 3
+    path = M.save_checkpoint(tmp_path / "ens.pt", ensemble, data.Normalization(), recipe={"epochs": 1})
+    back, norm, blob = M.load_checkpoint(path)
+    assert isinstance(back, M.Ensemble) and len(back.members) == 3
+    assert torch.allclose(back.predict_proba(x), expected)
+    assert blob["meta"]["recipe"] == {"epochs": 1}
+    torch.save({"format": M.CHECKPOINT_FORMAT, "members": [], "normalization": {}}, tmp_path / "empty.pt")
+    with pytest.raises(ValueError, match="at least one model"):
+        M.load_checkpoint(tmp_path / "empty.pt")
+
+
+def test_a_models_randomness_comes_from_its_seed_alone():
+    a, b = M.MLP(seed=3), M.MLP(seed=3)
+    torch.manual_seed(123)  # the global generator plays no part
+    x = torch.randn(16, 784)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert torch.equal(a.train()(x), b.train()(x)), "same dropout masks"
+    assert not torch.equal(M.MLP(seed=4).net[0].weight, a.net[0].weight)

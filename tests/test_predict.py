@@ -15,7 +15,7 @@ from PIL import Image
 
 from helpers import data, model as M, paths, train as T
 from helpers.mnist import load_mnist
-from helpers.predict import (ImageError, Prediction, main, predict_images, preprocess,
+from helpers.predict import (ImageError, Prediction, input_files, main, predict_images, preprocess,
                              render_digit)
 
 
@@ -35,9 +35,20 @@ def quick(mnist_raw, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def test_digits(mnist_raw):
-    images, labels = load_mnist("test", data_dir=mnist_raw, progress=False)
-    return images[:200], labels[:200]
+def unseen_digits(mnist_raw):
+    """Digits the quick model never saw: training digits past the 12,000 it trains and validates on.
+
+    (The MNIST test split is read by notebook 07 alone.)
+    """
+    images, labels = load_mnist("train", data_dir=mnist_raw, progress=False)
+    return images[12000:12200], labels[12000:12200]
+
+
+@pytest.fixture(scope="module")
+def unseen_digits(mnist_raw):
+    """Training digits that `quick` never saw: the photo checks stay off the test split."""
+    images, labels = load_mnist("train", data_dir=mnist_raw, progress=False)
+    return images[12000:12010], labels[12000:12010]
 
 
 def centre_of_mass(img: torch.Tensor) -> tuple[float, float]:
@@ -54,8 +65,8 @@ def similar(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # --- preprocessing -------------------------------------------------------------------------------
 
-def test_large_offcentre_dark_on_light_digit_becomes_mnist_like(test_digits):
-    digit = test_digits[0][0]
+def test_large_offcentre_dark_on_light_digit_becomes_mnist_like(unseen_digits):
+    digit = unseen_digits[0][0]
     page = render_digit(digit, 300, (420, 40), 800)
     assert page.mode == "RGB" and page.size == (800, 800) and page.getpixel((0, 0)) == (255, 255, 255)
     out = preprocess(page)
@@ -68,8 +79,8 @@ def test_large_offcentre_dark_on_light_digit_becomes_mnist_like(test_digits):
     assert similar(out, digit) > 0.9  # and it is still the same digit
 
 
-def test_light_on_dark_and_dark_on_light_agree(test_digits):
-    digit = test_digits[0][3]
+def test_light_on_dark_and_dark_on_light_agree(unseen_digits):
+    digit = unseen_digits[0][3]
     dark = preprocess(render_digit(digit, 100, (10, 30), 150, invert=False))
     light = preprocess(render_digit(digit, 100, (10, 30), 150, invert=True))
     assert (dark.int() - light.int()).abs().max() <= 1
@@ -98,8 +109,8 @@ def _variants(page: Image.Image) -> dict[str, Image.Image]:
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "P", "P-transparent", "LA", "RGBA-dark-ink",
                                   "RGBA-light-ink", "I;16", "JPEG"])
-def test_every_image_mode_gives_the_same_digit(mode, test_digits, tmp_path):
-    digit = test_digits[0][1]
+def test_every_image_mode_gives_the_same_digit(mode, unseen_digits, tmp_path):
+    digit = unseen_digits[0][1]
     page = render_digit(digit, 120, (30, 20), 180)
     reference = preprocess(page.convert("L"))
     path = tmp_path / ("digit.jpg" if mode == "JPEG" else "digit.png")
@@ -113,24 +124,52 @@ def test_every_image_mode_gives_the_same_digit(mode, test_digits, tmp_path):
     assert similar(out, reference) > (0.98 if mode in ("JPEG", "P") else 0.999)
 
 
-def test_tiny_and_big_images(test_digits):
+def test_tiny_and_big_images(unseen_digits):
     tiny = np.full((5, 5), 255, np.uint8)
     tiny[1:4, 2] = 0  # a "1"
     out = preprocess(Image.fromarray(tiny))
     assert out.max() == 255 and abs(centre_of_mass(out)[1] - 14) <= 1
     big = Image.new("L", (2000, 1200), 230)  # grey paper
-    big.paste(render_digit(test_digits[0][2], 700, (0, 0), 700).convert("L"), (1200, 300))
+    big.paste(render_digit(unseen_digits[0][2], 700, (0, 0), 700).convert("L"), (1200, 300))
     out = preprocess(big)
     cy, cx = centre_of_mass(out)
     assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1 and out[0].sum() == 0
-    assert similar(out, test_digits[0][2]) > 0.9
+    assert similar(out, unseen_digits[0][2]) > 0.9
+
+
+def _smooth_light(width: int, height: int, gradient: float, vignette: float) -> Image.Image:
+    """Empty paper under uneven light: a gradient across it and darker corners (cos^4 fall-off)."""
+    x, y = np.linspace(-1, 1, width)[None], np.linspace(-1, 1, height)[:, None]
+    light = (1 + gradient * (x - y)) / (1 + vignette * (x * x + y * y)) ** 2
+    return Image.fromarray(np.round(230 * light / light.max()).astype(np.uint8))
+
+
+_noise = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("paper", [0.3, 0.5, 0.7])
+def test_grey_paper_under_uneven_light_gives_the_clean_digit(paper, unseen_digits):
+    """Dark ink on paper of any grey, lit from one side with dark corners, as a photo shows it."""
+    digit = unseen_digits[0][4]
+    page = np.asarray(render_digit(digit, 140, (60, 30), 240).convert("L"), dtype=np.float64) / 255
+    light = np.asarray(_smooth_light(240, 240, 0.25, 0.3), dtype=np.float64) / 230
+    photo = Image.fromarray(np.round(255 * paper * light * (0.15 + 0.85 * page)).astype(np.uint8))
+    out = preprocess(photo)
+    assert out.max() == 255 and out[0].sum() == 0 and out[:, 0].sum() == 0
+    assert similar(out, preprocess(render_digit(digit, 140, (60, 30), 240))) > 0.97
 
 
 @pytest.mark.parametrize("image", [Image.new("L", (50, 50), 255), Image.new("RGB", (40, 60), "black"),
-                                   Image.new("RGBA", (30, 30), (0, 0, 0, 0)), Image.new("L", (8, 8), 128)],
-                         ids=["white", "black", "transparent", "grey"])
+                                   Image.new("RGBA", (30, 30), (0, 0, 0, 0)), Image.new("L", (8, 8), 128),
+                                   Image.fromarray(_noise.integers(0, 256, (120, 90), dtype=np.uint8)),
+                                   Image.fromarray(_noise.integers(0, 256, (64, 64, 3), dtype=np.uint8)),
+                                   Image.fromarray(np.clip(_noise.normal(120, 15, (200, 300)), 0, 255).astype(np.uint8)),
+                                   Image.fromarray(np.tile(np.linspace(20, 235, 300), (200, 1)).astype(np.uint8)),
+                                   _smooth_light(300, 200, 0.3, 0.0), _smooth_light(200, 300, 0.2, 0.5)],
+                         ids=["white", "black", "transparent", "grey", "noise", "colour-noise", "grey-noise",
+                              "gradient", "uneven-light", "dark-corners"])
 def test_blank_image_is_an_error(image):
-    with pytest.raises(ImageError, match="blank"):
+    with pytest.raises(ImageError, match="blank image: no digit found"):
         preprocess(image)
 
 
@@ -152,9 +191,9 @@ def test_absurd_dimensions_are_errors_naming_the_file(width, height, tmp_path):
 
 # --- recognition ---------------------------------------------------------------------------------
 
-def test_rendered_digits_are_recognized_as_well_as_the_originals(quick, test_digits, tmp_path):
+def test_rendered_digits_are_recognized_as_well_as_the_originals(quick, unseen_digits, tmp_path):
     checkpoint, model = quick
-    images, labels = test_digits
+    images, labels = unseen_digits
     original = (model.predict(data.normalize(images)) == labels).float().mean().item()
     rng = np.random.default_rng(0)
     rendered = []
@@ -174,10 +213,10 @@ def test_rendered_digits_are_recognized_as_well_as_the_originals(quick, test_dig
     assert min(rendered) >= original - 0.05, (original, rendered)
 
 
-def test_mnist_digit_round_trips_through_preprocess(quick, test_digits, tmp_path):
+def test_mnist_digit_round_trips_through_preprocess(quick, unseen_digits, tmp_path):
     """An exact MNIST image saved as PNG gets (nearly) its own pixels back: one normalization."""
     _, model = quick
-    images = test_digits[0][:100]
+    images = unseen_digits[0][:100]
     files = []
     for i, img in enumerate(images):
         Image.fromarray(img.numpy()).save(tmp_path / f"{i}.png")
@@ -202,11 +241,11 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120, env=dict(os.environ))
 
 
-def test_cli_prints_good_images_and_names_each_bad_one(quick, test_digits, tmp_path):
+def test_cli_prints_good_images_and_names_each_bad_one(quick, unseen_digits, tmp_path):
     checkpoint, _ = quick
     good1, good2 = tmp_path / "seven.png", tmp_path / "two.jpg"
-    render_digit(test_digits[0][0], 100, (5, 20), 140).save(good1)
-    render_digit(test_digits[0][1], 100, (30, 5), 140).save(good2)
+    render_digit(unseen_digits[0][0], 100, (5, 20), 140).save(good1)
+    render_digit(unseen_digits[0][1], 100, (30, 5), 140).save(good2)
     text = tmp_path / "notes.png"
     text.write_text("this is not an image\n")
     truncated = tmp_path / "truncated.png"
@@ -221,7 +260,7 @@ def test_cli_prints_good_images_and_names_each_bad_one(quick, test_digits, tmp_p
     assert run.returncode == 1, run.stderr
     lines = run.stdout.splitlines()
     assert [line.split("\t")[0] for line in lines] == [str(good1), str(good2)]
-    for line, want in zip(lines, test_digits[1][:2].tolist()):
+    for line, want in zip(lines, unseen_digits[1][:2].tolist()):
         assert re.fullmatch(r"[^\t]+\t\d\t[01]\.\d{4}", line)
         assert int(line.split("\t")[1]) == want
     errors = run.stderr.splitlines()
@@ -231,12 +270,51 @@ def test_cli_prints_good_images_and_names_each_bad_one(quick, test_digits, tmp_p
     assert "0 bytes" in errors[2] and "no such file" in errors[3] and "too large" in errors[4]
 
 
-def test_cli_all_good_exits_zero(quick, test_digits, tmp_path, capsys):
+def test_cli_all_good_exits_zero(quick, unseen_digits, tmp_path, capsys):
     checkpoint, _ = quick
     path = tmp_path / "d.png"
-    render_digit(test_digits[0][0], 56, (0, 0), 56).save(path)
+    render_digit(unseen_digits[0][0], 56, (0, 0), 56).save(path)
     assert main([str(path), "--checkpoint", str(checkpoint)]) == 0
     assert capsys.readouterr().out.startswith(f"{path}\t")
+
+
+def test_cli_save_inputs_writes_what_the_model_saw(quick, unseen_digits, tmp_path):
+    """Each readable image's 28x28 lands in DIR/<stem>.png; equal stems do not overwrite each other."""
+    checkpoint, _ = quick
+    digits = unseen_digits[0][:3]
+    inputs = []
+    for i, (folder, name) in enumerate([("a", "digit.png"), ("b", "digit.jpg"), ("c", "Digit.png")]):
+        (tmp_path / folder).mkdir()
+        render_digit(digits[i], 90, (10 * i, 20), 150).save(tmp_path / folder / name)
+        inputs.append(tmp_path / folder / name)
+    bad = tmp_path / "a" / "broken.png"
+    bad.write_text("not an image")
+    out = tmp_path / "new" / "inputs"  # made on demand, parents too
+    run = _cli(inputs[0], bad, *inputs[1:], "--save-inputs", out, "--checkpoint", checkpoint)
+    assert run.returncode == 1  # the broken file still fails the run, named on stderr
+    assert run.stderr.splitlines() == [f"{bad}: error: not an image (unknown format or corrupt header)"]
+    assert [line.split("\t")[0] for line in run.stdout.splitlines()] == list(map(str, inputs))
+    saved = [out / "digit.png", out / "digit-2.png", out / "Digit-3.png"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in saved)  # no temporary left
+    for path, image in zip(saved, inputs):
+        with Image.open(path) as seen:
+            assert seen.mode == "L" and seen.size == (28, 28)
+            assert torch.equal(torch.from_numpy(np.array(seen)), preprocess(image))
+    # a second run replaces the files, it does not pile up new names
+    assert main([str(inputs[0]), "--save-inputs", str(out), "--checkpoint", str(checkpoint)]) == 0
+    assert len(list(out.iterdir())) == 3
+
+
+def test_save_inputs_names_and_a_folder_that_cannot_be_made(quick, tmp_path, capsys):
+    names = input_files(tmp_path, ["x/7.png", "y/7.jpg", "7-2.png", "z/7.PNG", "<image>"])
+    assert [p.name for p in names] == ["7.png", "7-2.png", "7-2-2.png", "7-3.png", "image.png"]
+    checkpoint, _ = quick
+    image, blocker = tmp_path / "d.png", tmp_path / "file"
+    Image.new("L", (28, 28)).save(image)
+    blocker.write_text("a file where the folder should go")
+    assert main([str(image), "--save-inputs", str(blocker / "inputs"), "--checkpoint", str(checkpoint)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --save-inputs {blocker / 'inputs'}: cannot create the folder")
 
 
 def test_cli_missing_checkpoint_and_usage(tmp_path):
