@@ -86,6 +86,20 @@ class Outage:
             self.since = None
 
 
+def connect(url: str | None, study_name: str, outage: Outage):
+    """(storage, study) for a worker of a study its coordinator has just reached: a failure here is
+    an outage (a restarting database), waited out like any other."""
+    while True:
+        try:
+            storage = open_storage(url, study_name)
+            study = optuna.load_study(study_name=study_name, storage=storage)
+        except (StorageError, *LOST) as e:
+            outage.lost(e)
+            continue
+        outage.back()
+        return storage, study
+
+
 def patiently(outage: Outage, fn: Callable, *args, **kwargs):
     """`fn(*args, **kwargs)`, called again while the database is unreachable (see Outage)."""
     while True:
@@ -282,13 +296,12 @@ def work(study_name: str, url: str | None, prepared, *, exit_when_idle: bool = F
     starts another if a task comes back); otherwise wait while others hold tasks, which come back
     here if their worker goes silent (PostgreSQL heartbeat).
     """
-    storage = open_storage(url, study_name)
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    outage = Outage(log)
+    storage, study = connect(url, study_name, outage)
     fixed = study.user_attrs["spec"]["fixed"]
     token = f"{socket.gethostname()}:{os.getpid()}"
     n_workers = max(1, int(os.environ.get("DIGITS_WORKERS", "1")))
     trained = 0
-    outage = Outage(log)
     while True:
         try:
             if is_rdb(storage):
@@ -541,9 +554,12 @@ def main(argv: list[str] | None = None) -> int:
 
     url = os.environ.get(STORAGE_ENV) or None
     try:
-        name = args.study or unfinished_study(open_storage(url, args.notebook), args.notebook)
-        study = optuna.load_study(study_name=name, storage=open_storage(url, name))
-    except (StorageError, KeyError) as e:
+        if args.study:  # a coordinator's worker: its coordinator has just reached the database
+            name, (_, study) = args.study, connect(url, args.study, Outage(lambda s: print(s, flush=True)))
+        else:  # joining from another machine: a wrong URL fails at once
+            name = unfinished_study(open_storage(url, args.notebook), args.notebook)
+            study = optuna.load_study(study_name=name, storage=open_storage(url, name))
+    except (StorageError, KeyError, *LOST) as e:
         parser.error(str(e).strip("'\""))
     prepared = data.load_prepared()
     if studies.data_fingerprint(prepared) != study.user_attrs["spec"]["data"]:

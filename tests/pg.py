@@ -106,6 +106,7 @@ class PostgresServer:
             proc = self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-w",
                              "-t", "60", "-o", options, "start", check=False)
             if proc.returncode == 0:
+                self._options = options
                 return self
             last = f"{proc.stdout}\n{proc.stderr}\n{self.log_tail()}"
         raise RuntimeError(f"pg_ctl start failed 3 times:\n{last}")
@@ -114,6 +115,13 @@ class PostgresServer:
         """Stop (fast: open connections are cut) and start again, same port and data."""
         self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-m", "fast", "-w", "-t", "60",
                   "restart")
+
+    def down_for(self, seconds: float) -> None:
+        """Stop the server now and start it again, same port and data, `seconds` later."""
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", "fast", "-w", "-t", "60", "stop")
+        time.sleep(seconds)
+        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60",
+                  "-o", self._options, "start")
 
     def stop(self) -> None:
         try:

@@ -509,6 +509,21 @@ def test_postgres_restarted_mid_study_the_study_waits_and_completes(pg_server, m
 
 
 @pytest.mark.postgres
+def test_postgres_a_worker_started_while_the_database_is_down_waits_for_it(pg_server, monkeypatch, prepared):
+    url = pg_server.create_database()
+    name = study_name_for("t_down", QUICK, prepared)
+    optuna.create_study(study_name=name, storage=W.open_storage(url, name))
+    outage = threading.Thread(target=pg_server.down_for, args=(3,))
+    outage.start()
+    time.sleep(0.5)
+    lines: list[str] = []
+    storage, study = W.connect(url, name, W.Outage(lines.append))  # as a coordinator's new worker does
+    outage.join()
+    assert study.study_name == name and lines[0].startswith("the study database is unreachable")
+    assert lines[-1].startswith("the study database is back")
+
+
+@pytest.mark.postgres
 def test_postgres_retries_are_bounded_across_reruns(pg_server, monkeypatch, prepared):
     url = pg_server.create_database()
     monkeypatch.setenv(W.STORAGE_ENV, url)
