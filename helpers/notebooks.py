@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"total: {total:.1f} s")
         return 0
 
-    folder = args.keep or Path(tempfile.mkdtemp(prefix=f"digits-{args.command}-"))
+    keep = getattr(args, "keep", None)  # smoke only
+    folder = keep or Path(tempfile.mkdtemp(prefix=f"digits-{args.command}-"))
     private_folders(folder)
     try:
         if args.command == "nbval":
@@ -134,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in ORDER:
             seconds = execute(name, folder / "notebooks" / f"{name}.ipynb", SMOKE_PARAMETERS[name])
             print(f"smoke {name}: {seconds:.1f} s", flush=True)
-        print("smoke run passed" + (f"; its notebooks, data and figures are in {folder}" if args.keep else ""))
+        print("smoke run passed" + (f"; its notebooks, data and figures are in {folder}" if keep else ""))
         return 0
     finally:
-        if not args.keep:
+        if not keep:
             shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -33,3 +34,12 @@ def test_make_help_lists_the_targets():
 def test_environment_yml_uses_the_one_dependency_list():
     text = (paths.ROOT / "environment.yml").read_text()
     assert "-e ." in text and "torch" not in text.split("dependencies:")[1].replace("pyproject", "")
+
+
+def test_nbval_command_collects_every_committed_notebook_in_a_private_folder():
+    # `make test-notebooks` as CI runs it, up to collection: the command line and its folders work
+    proc = subprocess.run([sys.executable, "-m", "helpers.notebooks", "nbval", "--", "--collect-only", "-q"],
+                          cwd=paths.ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for name in notebooks.ORDER:
+        assert f"{name}.ipynb" in proc.stdout
