@@ -44,7 +44,8 @@ class Dropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        return x * keep_mask(x.shape, self.p, self.generator, x.device) * (1.0 / (1.0 - self.p))
+        # the scale goes into the mask (0 or 1, so m * s is exact): one activation-sized product, not two
+        return x * keep_mask(x.shape, self.p, self.generator, x.device).mul_(1.0 / (1.0 - self.p))
 
 
 class MLP(nn.Module):
