@@ -32,6 +32,11 @@ from . import params as P
 from . import workers as W
 
 NOISE_Z = 2.0   # "indistinguishable": the gap to the best is under 2 standard errors (~95%)
+# The studies whose points overlap, and what each varies (the rest of a point's settings are its
+# fixed ones): 06's lr 0.1 at batch 64 is 04's lr 0.1, 06's lr 0.05 at batch 16 is 05's batch 16.
+# A task one of them has trained is copied into the others, not trained again: a model's result
+# depends on its settings, seed and data only (not on its stack mates or its study).
+SHARED_GRIDS = {"04_lr_sweep": ("lr",), "05_batch_sweep": ("batch_size",), "06_grid_search": ("lr", "batch_size")}
 
 
 def data_fingerprint(prepared: data.Prepared) -> dict:
@@ -90,8 +95,7 @@ def run(notebook: str, *, grid: dict, budget: str = "default", epochs: int, seed
     fraction = 1.0 if budget == "full" else P.number("fraction", fraction, low=0.0, high=1.0, low_open=True)
     url = W.storage_url(settings.storage)
     spec = {"fixed": settings.fixed, "data": data_fingerprint(prepared)}
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
-    name = f"{notebook}-{digest}"
+    name = study_name(notebook, spec)
     storage_ = W.open_storage(url, name)
     with contextlib.ExitStack() as stack:
         if not W.is_rdb(storage_):  # one notebook at a time runs a journal study
@@ -107,7 +111,7 @@ def run(notebook: str, *, grid: dict, budget: str = "default", epochs: int, seed
     # when the trials were trained: this run, or an earlier one it resumed or simply read back
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if W.task_of(t) and W.task_of(t)["epochs"] == settings.rounds[0].epochs
-            and W.task_of(t)["fraction"] == fraction]
+            and W.task_of(t)["fraction"] == fraction and COPIED not in t.user_attrs]
     trained = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds() \
         if done else None
     result = StudyResult(settings, name, {label: table}, label, best, close, noise, seconds)
@@ -116,6 +120,65 @@ def run(notebook: str, *, grid: dict, budget: str = "default", epochs: int, seed
     result.full = compare_with_full(result) if budget == "default" else None
     result.path = save(result, prepared)
     return result
+
+
+def study_name(notebook: str, spec: dict) -> str:
+    """A study is named by its notebook and what its points share: fixed settings and data."""
+    return f"{notebook}-{hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]}"
+
+
+COPIED = "copied_from"   # user attribute of a trial another study trained: "<study> trial <number>"
+
+
+def adopt(notebook: str, study: optuna.Study, storage_, url: str | None, spec: dict,
+          tasks: list[dict]) -> dict[str, int]:
+    """Copy into `study` each of `tasks` that a sibling study (SHARED_GRIDS) has finished.
+
+    A task's full settings are this study's fixed ones plus its point; a sibling that varies
+    other settings holds the same task under the study named by the settings it fixes. Returns
+    how many tasks came from each sibling.
+    """
+    if notebook not in SHARED_GRIDS:
+        return {}
+    own = {W.task_key(W.task_of(t)) for t in study.get_trials(deepcopy=False) if W.task_of(t)}
+    budget_keys = ("seed", "epochs", "fraction")
+    copied: dict[str, int] = {}
+    for other, varied in SHARED_GRIDS.items():
+        wanted: dict[str, list[tuple[dict, dict]]] = {}   # sibling study name -> (our task, its task)
+        for task in tasks:
+            settings = {**spec["fixed"], **{k: v for k, v in task.items() if k not in budget_keys}}
+            if other == notebook or W.task_key(task) in own or not set(varied) <= set(settings):
+                continue
+            fixed = {k: v for k, v in settings.items() if k not in varied}
+            its_task = {**{k: settings[k] for k in varied}, **{k: task[k] for k in budget_keys}}
+            wanted.setdefault(study_name(other, {"fixed": fixed, "data": spec["data"]}), []).append((task, its_task))
+        for name, pairs in wanted.items():
+            sibling = _existing_study(storage_, url, name)
+            if sibling is None:
+                continue
+            finished = {W.task_key(W.task_of(t)): t for t in sibling.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                        if W.task_of(t)}
+            for task, its_task in pairs:
+                t = finished.get(W.task_key(its_task))
+                if t is None or W.task_key(task) in own:
+                    continue
+                study.add_trial(optuna.trial.create_trial(
+                    state=TrialState.COMPLETE, value=t.value, intermediate_values=t.intermediate_values,
+                    user_attrs={**t.user_attrs, "task": task, COPIED: t.user_attrs.get(COPIED, f"{name} trial {t.number}")}))
+                own.add(W.task_key(task))
+                copied[other] = copied.get(other, 0) + 1
+    return copied
+
+
+def _existing_study(storage_, url: str | None, name: str) -> optuna.Study | None:
+    """The study `name` if it exists (the same database, or its own journal file), else None."""
+    if W.is_rdb(storage_):
+        if name not in optuna.study.get_all_study_names(storage_):
+            return None
+        return optuna.load_study(study_name=name, storage=storage_)
+    if not W.journal_path(name).exists():
+        return None
+    return optuna.load_study(study_name=name, storage=W.open_storage(None, name))
 
 
 def _run_rounds(settings: P.StudySettings, name: str, url: str | None, storage_, fraction: float, spec: dict,
@@ -141,9 +204,12 @@ def _run_rounds(settings: P.StudySettings, name: str, url: str | None, storage_,
                  for pt in chosen for s in rnd.seeds]
         # longest first (small batches take the most steps), one seed's points side by side
         tasks.sort(key=lambda t: (t.get("batch_size", 0), t["seed"], t.get("lr", 0)))
+        copied = adopt(settings.notebook, study, storage_, url, spec, tasks)
         state = W.enqueue(study, tasks)
         log(f"study {name} ({W.masked(url) or 'journal ' + paths.show(W.journal_path(name))}): "
-            f"{label}, {len(chosen)} points x {len(rnd.seeds)} seeds: {len(state['done'])} done, "
+            f"{label}, {len(chosen)} points x {len(rnd.seeds)} seeds: {len(state['done'])} done"
+            + (" (" + ", ".join(f"{n} copied from {other}" for other, n in copied.items()) + ")" if copied else "")
+            + ", "
             f"{len(state['queued']) + len(state['pending'])} to train"
             + (f", {len(state['failed'])} failed for good" if state["failed"] else ""))
         if state["queued"] or state["pending"]:

@@ -213,6 +213,36 @@ def test_two_workers_give_bit_identical_numbers_to_one(prepared):
     assert len(values(one)) == 6 and values(one) == values(two)
 
 
+def test_a_task_a_sibling_study_trained_is_copied_with_the_same_numbers(prepared):
+    # 04 varies lr at batch 64; 05 varies the batch size at lr 0.1; 06 crosses them
+    studies.run("04_lr_sweep", grid={"lr": [0.01, 0.1]}, epochs=2, seeds=[0], workers=1, log=quiet(), **QUICK)
+    studies.run("05_batch_sweep", grid={"batch_size": [32, 64]}, lr=0.1, epochs=2, seeds=[0], workers=1,
+                log=quiet(), **FIXED)
+    grid = {"lr": [0.01, 0.1], "batch_size": [32, 64]}
+    lines: list[str] = []
+    crossed = studies.run("06_grid_search", grid=grid, epochs=2, seeds=[0], workers=1, log=quiet(lines), **FIXED)
+    study = the_study(crossed)
+    completed_once(study)
+    # (0.01, 64) and (0.1, 64) from 04, (0.1, 32) from 05 ((0.1, 64) is in both: taken once)
+    copied = {(W.task_of(t)["lr"], W.task_of(t)["batch_size"]) for t in study.trials if studies.COPIED in t.user_attrs}
+    assert copied == {(0.01, 64), (0.1, 64), (0.1, 32)}
+    assert "3 done (2 copied from 04_lr_sweep, 1 copied from 05_batch_sweep), 1 to train" in "\n".join(lines)
+    assert list(crossed.table["n_seeds"]) == [1, 1, 1, 1]
+    # the same numbers as training every point in one study
+    alone = the_study(studies.run("t_grid", grid=grid, epochs=2, seeds=[0], workers=1, log=quiet(), **FIXED))
+    values = lambda s: {W.task_key(W.task_of(t)): (t.value, t.user_attrs["history"][-1]["val_loss"])  # noqa: E731
+                        for t in s.trials if t.state == TrialState.COMPLETE}
+    assert len(values(alone)) == 4 and values(study) == values(alone)
+    # other fixed settings or another budget: nothing to copy
+    other = studies.run("06_grid_search", grid=grid, epochs=2, seeds=[0], workers=1, log=quiet(),
+                        **{**FIXED, "momentum": 0.5})
+    longer = studies.run("06_grid_search", grid=grid, epochs=3, seeds=[0], workers=1, log=quiet(), **FIXED)
+    for result, epochs in ((other, 2), (longer, 3)):
+        assert not [t for t in the_study(result).trials
+                    if studies.COPIED in t.user_attrs and W.task_of(t)["epochs"] == epochs]
+        assert list(result.table["n_seeds"]) == [1, 1, 1, 1]
+
+
 def test_more_seeds_reuse_the_finished_ones(prepared):
     run_lr(seeds=(0,))
     result = run_lr(seeds=(0, 1))
