@@ -554,6 +554,19 @@ def test_postgres_a_worker_started_while_the_database_is_down_waits_for_it(pg_se
 
 
 @pytest.mark.postgres
+def test_postgres_a_sibling_study_s_tasks_are_copied_from_the_same_database(pg_server, monkeypatch, prepared):
+    url = pg_server.create_database()
+    monkeypatch.setenv(W.STORAGE_ENV, url)
+    studies.run("04_lr_sweep", grid={"lr": [0.01, 0.1]}, epochs=1, seeds=[0], workers=1, log=quiet(), **QUICK)
+    crossed = studies.run("06_grid_search", grid={"lr": [0.1], "batch_size": [32, 64]}, epochs=1, seeds=[0],
+                          workers=1, log=quiet(), **FIXED)
+    study = the_study(crossed, url)
+    completed_once(study)
+    copied = [W.task_of(t)["batch_size"] for t in study.trials if studies.COPIED in t.user_attrs]
+    assert copied == [64] and list(crossed.table["n_seeds"]) == [1, 1]
+
+
+@pytest.mark.postgres
 def test_postgres_retries_are_bounded_across_reruns(pg_server, monkeypatch, prepared):
     url = pg_server.create_database()
     monkeypatch.setenv(W.STORAGE_ENV, url)
