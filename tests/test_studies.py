@@ -355,7 +355,10 @@ def test_a_task_that_kills_its_worker_three_times_is_recorded_failed(prepared, b
 
 def test_an_interrupted_coordinator_leaves_no_worker_and_resumes(prepared, tmp_path):
     save_synthetic(3000)
-    script = ("from helpers import studies\n"
+    # Ctrl-C as in a terminal or a kernel, even where this test was started in the background
+    # (a shell without job control starts background commands with SIGINT ignored)
+    script = ("import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+              "from helpers import studies\n"
               f"studies.run('t_int', grid={{'lr': [0.01, 0.02]}}, epochs=3, seeds=[0, 1], workers=2, **{SLOW!r})\n")
     coordinator = subprocess.Popen([sys.executable, "-c", script], cwd=paths.ROOT, env=os.environ.copy(),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
