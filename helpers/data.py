@@ -283,10 +283,9 @@ class RandomAffine:
         coef = torch.stack([torch.cat([cos, -sin, move[:, :1]], 1), torch.cat([sin, cos, move[:, 1:]], 1)], 1)
         if self.elastic > 0:
             offsets = uniform(n, 16, 2) * (self.elastic * 2 / 28)
-        else:
-            offsets = torch.zeros(n, 16, 2)
-        coef = torch.cat([coef, offsets.transpose(1, 2)], 2)                   # [n, 2, 19]
-        grid = (coef.reshape(2 * n, 19) @ self.basis).view(n, 2, 784).transpose(1, 2)
+            coef = torch.cat([coef, offsets.transpose(1, 2)], 2)               # [n, 2, 19]
+        k = coef.shape[2]   # without the warp, only the affine rows of the basis
+        grid = (coef.reshape(2 * n, k) @ self.basis[:k]).view(n, 2, 784).transpose(1, 2)
         grid = grid.reshape(n, 28, 28, 2).to(x.device)
         images = x.view(n, 1, 28, 28) - self.background          # background 0: what padding adds
         out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
