@@ -144,10 +144,12 @@ def adopt(notebook: str, study: optuna.Study, storage_, url: str | None, spec: d
     budget_keys = ("seed", "epochs", "fraction")
     copied: dict[str, int] = {}
     for other, varied in SHARED_GRIDS.items():
+        if other == notebook:
+            continue
         wanted: dict[str, list[tuple[dict, dict]]] = {}   # sibling study name -> (our task, its task)
         for task in tasks:
             settings = {**spec["fixed"], **{k: v for k, v in task.items() if k not in budget_keys}}
-            if other == notebook or W.task_key(task) in own or not set(varied) <= set(settings):
+            if W.task_key(task) in own or not set(varied) <= set(settings):
                 continue
             fixed = {k: v for k, v in settings.items() if k not in varied}
             its_task = {**{k: settings[k] for k in varied}, **{k: task[k] for k in budget_keys}}

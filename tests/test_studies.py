@@ -177,11 +177,10 @@ def running_trial(name: str, url=None, task_filter=lambda task: True):
 
 def study_name_for(notebook: str, fixed: dict, prepared: data.Prepared) -> str:
     """The name studies.run gives (it depends on the settings and the data only)."""
-    import hashlib
     from helpers import params as P
 
     spec = {"fixed": P.check_settings(len(prepared.train_idx), **fixed), "data": studies.data_fingerprint(prepared)}
-    return f"{notebook}-{hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]}"
+    return studies.study_name(notebook, spec)
 
 
 # ----------------------------------------------------------------------------------- the queue
