@@ -91,7 +91,7 @@ def _job(job: dict) -> dict:
 def run_jobs(jobs: list[dict], workers: int = 2, log=print) -> list[dict]:
     """Train jobs {"name", "settings", "seed"[, "checkpoint"]} in `workers` processes, one core each.
 
-    Two small models side by side, one thread each, train ~1.5x more digits per second on these
+    Two small models side by side, one thread each, train ~1.6x more digits per second on these
     2-core machines than one after another on two threads (the non-matrix part of a step does
     not split over threads). Returns the jobs in order, each with its history, final validation
     accuracy and `seconds` (wall time on its core); `machine_seconds` is what a job costs the
