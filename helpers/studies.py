@@ -13,6 +13,7 @@ training digits). The trials themselves run on `helpers.workers` (queue, process
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import itertools
 import json
@@ -32,6 +33,10 @@ from . import params as P
 from . import workers as W
 
 NOISE_Z = 2.0   # "indistinguishable": the gap to the best is under 2 standard errors (~95%)
+# A seed that ends below this validation accuracy failed to train: working models of this size pass
+# 0.9 within an epoch, and a collapsed one predicts one class (0.11) or little better.
+COLLAPSED = 0.5
+TOP_K = 10      # the budgets are also compared over the full budget's best TOP_K points, where the pick is made
 # The studies whose points overlap, and what each varies (the rest of a point's settings are its
 # fixed ones): 06's lr 0.1 at batch 64 is 04's lr 0.1, 06's lr 0.05 at batch 16 is 05's batch 16.
 # A task one of them has trained is copied into the others, not trained again: a model's result
@@ -97,6 +102,7 @@ def run(notebook: str, *, grid: dict, budget: str = "default", epochs: int, seed
     spec = {"fixed": settings.fixed, "data": data_fingerprint(prepared)}
     name = study_name(notebook, spec)
     storage_ = W.open_storage(url, name)
+    started = datetime.datetime.now()  # Optuna stamps trials with naive local times
     with contextlib.ExitStack() as stack:
         if not W.is_rdb(storage_):  # one notebook at a time runs a journal study
             stack.enter_context(W.sole_coordinator(name))
@@ -114,9 +120,13 @@ def run(notebook: str, *, grid: dict, budget: str = "default", epochs: int, seed
             and W.task_of(t)["fraction"] == fraction and COPIED not in t.user_attrs]
     trained = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds() \
         if done else None
+    # what this run trained itself: a notebook re-rendered from a finished study says 0, and its
+    # seconds are not a training time
+    this_run = [t for t in done if t.datetime_start >= started]
     result = StudyResult(settings, name, {label: table}, label, best, close, noise, seconds)
     result.extra.update(fraction=fraction, storage=W.masked(url) or f"journal {paths.show(W.journal_path(name))}",
-                        trained_seconds=trained)
+                        trained_seconds=trained, trained_this_run=len(this_run),
+                        tasks=len(points) * len(settings.rounds[0].seeds))
     result.full = compare_with_full(result) if budget == "default" else None
     result.path = save(result, prepared)
     return result
@@ -251,7 +261,9 @@ def point_rows(study: optuna.Study, points: list[dict], epochs: int, fraction: f
 
     Columns: the grid parameters, epochs, fraction, n_seeds, seeds, val_acc (list, one per
     seed), val_acc_mean, val_acc_std (NaN for one seed), val_loss/train_acc/train_loss means,
-    seconds_per_epoch (per model), diverged (seeds that diverged), state ("complete", or
+    seconds_per_epoch (per model; per seed in seconds_per_epoch_seeds, and how many models shared
+    each seed's stack in models_in_stack), diverged (seeds whose loss went non-finite), collapsed (seeds
+    that ended below COLLAPSED), state ("complete", or
     "failed" with `failure` when every run failed), curve_mean / curve_std (val_acc per epoch).
     """
     trials = trial_rows(study)
@@ -276,7 +288,10 @@ def point_rows(study: optuna.Study, points: list[dict], epochs: int, fraction: f
                        train_acc_mean=done["train_acc"].astype(float).mean(),
                        train_loss_mean=np.nanmean(done["train_loss"].astype(float)),
                        seconds_per_epoch=done["seconds_per_epoch"].astype(float).mean(),
-                       diverged=int(done["diverged"].notna().sum()), state="complete",
+                       seconds_per_epoch_seeds=done["seconds_per_epoch"].astype(float).tolist(),
+                       models_in_stack=done["models_in_stack"].tolist(),
+                       diverged=int(done["diverged"].notna().sum()), collapsed=int((accs < COLLAPSED).sum()),
+                       state="complete",
                        curve_mean=curves.mean(0).tolist(),
                        curve_std=(curves.std(0, ddof=1) if len(curves) > 1 else np.full(curves.shape[1], np.nan)).tolist())
         else:
@@ -350,23 +365,55 @@ def compare_with_full(result: StudyResult) -> dict | None:
     mine = result.table[[*names, "val_acc_mean", "n_seeds"]]
     joined = mine.merge(fr[[*names, "val_acc_mean", "val_acc_std", "n_seeds"]], on=names,
                         suffixes=("", "_full"))
-    # undefined (None) when either side ranks every point the same
-    rho = joined["val_acc_mean"].corr(joined["val_acc_mean_full"], method="spearman")
-    rho = None if not np.isfinite(rho) else float(rho)
-    fbest = fr.sort_values("val_acc_mean", ascending=False).iloc[0]
+    rho = _spearman(joined["val_acc_mean"], joined["val_acc_mean_full"])
+    order = fr.sort_values("val_acc_mean", ascending=False)
+    fbest = order.iloc[0]
+    top = order.head(TOP_K)
+    top_joined = joined.merge(top[names], on=names)
+    full_rank = {tuple(_plain(r[n]) for n in names): i + 1 for i, (_, r) in enumerate(order.iterrows())}
     pick = joined[np.logical_and.reduce([joined[n] == result.best[n] for n in names])]
     pick_full = float(pick["val_acc_mean_full"].iloc[0]) if len(pick) else float("nan")
     s = full.get("noise_std") or result.noise_std
     n_pick = int(pick["n_seeds_full"].iloc[0]) if len(pick) else 1
     se = s * math.sqrt(1 / int(fbest["n_seeds"]) + 1 / n_pick) if s else None
     gap = float(fbest["val_acc_mean"]) - pick_full
-    top5 = fr.sort_values("val_acc_mean", ascending=False).head(5)[names].to_dict(orient="records")
-    return {"spearman": rho, "n_points": len(joined), "full_best": {n: _plain(fbest[n]) for n in names}
+    trained = {tuple(_plain(r[n]) for n in names) for _, r in result.table.iterrows() if r["n_seeds"] > 0}
+    return {"spearman": rho, "n_points": len(joined),
+            "spearman_top": _spearman(top_joined["val_acc_mean"], top_joined["val_acc_mean_full"]),
+            "n_top": len(top_joined), "ceiling": seed_ceiling(fr), "ceiling_top": seed_ceiling(top),
+            "full_best": {n: _plain(fbest[n]) for n in names}
             | {"val_acc_mean": float(fbest["val_acc_mean"]), "n_seeds": int(fbest["n_seeds"])},
             "pick_full_mean": pick_full, "gap": gap, "se": se,
-            "within_noise": bool(se is not None and gap < NOISE_Z * se), "full_top5": top5,
-            "full_seconds": full.get("seconds"), "full_seeds": full.get("parameters", {}).get("rounds", [{}])[0].get("seeds"),
+            "pick_full_rank": full_rank.get(tuple(result.best[n] for n in names)),
+            "within_noise": bool(se is not None and gap < NOISE_Z * se),
+            "full_top_untrained": [dict(zip(names, k)) for k in list(full_rank)[:5] if k not in trained],
+            "full_seeds": full.get("parameters", {}).get("rounds", [{}])[0].get("seeds"),
             "joined": joined}
+
+
+def _spearman(a: pd.Series, b: pd.Series) -> float | None:
+    """Spearman's rank correlation; None when undefined (fewer than 3 points, or one side all ties)."""
+    if len(a) < 3:
+        return None
+    rho = pd.Series(np.asarray(a, float)).corr(pd.Series(np.asarray(b, float)), method="spearman")
+    return float(rho) if np.isfinite(rho) else None
+
+
+def seed_ceiling(rows: pd.DataFrame) -> dict | None:
+    """What noise alone allows: Spearman between two seeds of the same points, for every pair of seeds.
+
+    Two budgets cannot agree on a ranking better than one budget agrees with itself when only
+    the seed changes. Single seeds are noisier than the means the budgets are compared by, so
+    this ceiling is on the low side: a budget comparison well below it is the proxy's fault.
+    """
+    per_seed = [dict(zip(r["seeds"], r["val_acc"])) for _, r in rows.iterrows()]
+    seeds = sorted(set.intersection(*(set(p) for p in per_seed))) if per_seed else []
+    rhos = [_spearman(pd.Series([p[a] for p in per_seed]), pd.Series([p[b] for p in per_seed]))
+            for a, b in itertools.combinations(seeds, 2)]
+    rhos = [r for r in rhos if r is not None]
+    if not rhos:
+        return None
+    return {"mean": float(np.mean(rhos)), "min": float(min(rhos)), "max": float(max(rhos)), "pairs": len(rhos)}
 
 
 # ----------------------------------------------------------------------------------------- saving
@@ -385,7 +432,8 @@ def save(result: StudyResult, prepared: data.Prepared) -> Path:
         None, study=result.study_name, budget=result.final, rows=tables[result.final],
         tables={k: v for k, v in tables.items() if k != result.final}, best=result.best,
         indistinguishable=result.indistinguishable, noise_std=result.noise_std, seconds=result.seconds,
-        trained_seconds=result.extra.get("trained_seconds"),
+        trained_seconds=result.extra.get("trained_seconds"), tasks=result.extra.get("tasks"),
+        trained_this_run=result.extra.get("trained_this_run"),
         data=data_fingerprint(prepared), against_full=full)
     return store.save_json(folder / f"{s.notebook}.json", record)
 
@@ -407,51 +455,144 @@ def shown(result: StudyResult):
     out["seeds"] = t["n_seeds"]
     out["seconds per model-epoch"] = t.get("seconds_per_epoch", pd.Series(dtype=float)).map(
         lambda v: "" if not np.isfinite(v) else f"{v:.2f}")
-    out["diverged"] = t.get("diverged", pd.Series(0, index=t.index)).fillna(0).astype(int)
+    failed = t.get("diverged", pd.Series(0, index=t.index)).fillna(0) + t.get("collapsed", pd.Series(0, index=t.index)).fillna(0)
+    out["seeds that failed to train (diverged or collapsed)"] = failed.astype(int)
     return out.style.hide(axis="index")
 
 
+WORDS = {"lr": "peak lr", "batch_size": "batch"}
+
+
 def _point(p: dict, names) -> str:
-    return ", ".join(f"{n} {p[n]:g}" if isinstance(p[n], float) else f"{n} {p[n]}" for n in names)
+    return " / ".join(f"{WORDS.get(n, n)} {p[n]:g}" if isinstance(p[n], float) else f"{WORDS.get(n, n)} {p[n]}"
+                      for n in names)
+
+
+def _acc(mean: float, std: float | None = None, n: int | None = None) -> str:
+    spread = f" ± {_pct(std)}" if std is not None and np.isfinite(std) else ""
+    return f"{_pct(mean)}%{spread}" + (f" ({n} seed{'s' if n != 1 else ''})" if n is not None else "")
+
+
+def _failures(result: StudyResult) -> list[str]:
+    """Points where some seed failed to train (loss non-finite, or ended near chance), in words."""
+    t, names = result.table, list(result.settings.grid)
+    out = []
+    for _, r in t[t["state"] == "complete"].iterrows():
+        bad = int(r.get("diverged", 0) or 0) + int(r.get("collapsed", 0) or 0)
+        if bad:
+            out.append(f"{_point(r, names)} ({bad} of {int(r['n_seeds'])} seeds, mean {_pct(r['val_acc_mean'])}%)")
+    out += [f"{_point(r, names)} (every run failed: {r.get('failure')})" for _, r in t[t["state"] == "failed"].iterrows()]
+    return out
 
 
 def verdict(result: StudyResult) -> str:
-    """The study's answer in words: the best point by mean, and what noise cannot separate from it."""
+    """The study's answer, as Markdown: the best point by mean, and what noise cannot separate from it."""
     names = list(result.settings.grid)
     b = result.best
-    lines = [f"best by mean: {_point(b, names)}: {_pct(b['val_acc_mean'])}% ± {_pct(b['val_acc_std'])} "
-             f"({b['n_seeds']} seeds, {result.final})"]
+    lines = [f"- **Best by mean:** {_point(b, names)}, {_acc(b['val_acc_mean'], b['val_acc_std'], b['n_seeds'])}, "
+             f"{result.final}."]
     if result.noise_std is None:
-        lines.append("one seed per point: no estimate of the noise, no point can be ruled out")
+        lines.append("- One seed per point: no estimate of the noise, so no point can be ruled out.")
     else:
-        lines.append(f"seed-to-seed noise (pooled std): {_pct(result.noise_std)} points")
-        if result.indistinguishable:
-            lines.append("within noise of the best (gap < 2 standard errors): " + "; ".join(
-                f"{_point(c, names)} ({_pct(c['val_acc_mean'])}%)" for c in result.indistinguishable))
-        else:
-            lines.append("no other point is within noise of the best")
+        lines.append(f"- Seed-to-seed noise (standard deviation pooled over the better half of the points): "
+                     f"{_pct(result.noise_std)} points.")
+        close = "; ".join(f"{_point(c, names)} ({_pct(c['val_acc_mean'])}%)" for c in result.indistinguishable)
+        lines.append(f"- Within noise of the best (gap under {NOISE_Z:g} standard errors): {close}." if close
+                     else "- No other point is within noise of the best.")
+    failed = _failures(result)
+    if failed:
+        lines.append("- Failed to train (diverged, or ended near chance level): " + "; ".join(failed) + ".")
     return "\n".join(lines)
 
 
+def _ceiling(c: dict | None) -> str:
+    if c is None:
+        return "no ceiling: the full budget has fewer than two seeds"
+    spread = f", {c['min']:.2f} to {c['max']:.2f} over {c['pairs']} pairs of seeds" if c["pairs"] > 1 else ""
+    return f"two full-budget seeds of the same points agree to {c['mean']:.2f}{spread}"
+
+
+def _agreement(rho: float | None, c: dict | None) -> str:
+    """How a budget-vs-full correlation stands against what seed noise alone allows."""
+    if rho is None:
+        return "undefined (ties, or too few points)"
+    if c is None:
+        return f"{rho:.2f}"
+    word = ("as well as noise allows" if rho >= c["min"] else
+            "less well than two seeds of the full budget agree with each other")
+    return f"{rho:.2f}, {word}: {_ceiling(c)}"
+
+
 def verdict_full(result: StudyResult) -> str:
-    """How the answer compares with the committed full-budget results (if there are any)."""
+    """How the answer compares with the committed full-budget results, as Markdown."""
     names = list(result.settings.grid)
     if result.settings.budget == "full":
-        return "this is the full budget (make reproduce-full): nothing to compare with"
+        return "This is the full budget (`make reproduce-full`): the default budget's notebook compares itself with it."
     f = result.full
     if f is None:
-        return (f"no full-budget results in {paths.show(full_results_path(result.settings.notebook))}: "
-                "run `make reproduce-full` to measure how well this budget stands in for the seed's")
+        return (f"No full-budget results in `{paths.show(full_results_path(result.settings.notebook))}`: "
+                "run `make reproduce-full` to measure how well this budget stands in for the seed's.")
     fb = f["full_best"]
-    return "\n".join([
-        f"full budget (20 epochs, all digits, {fb['n_seeds']} seed(s)): best {_point(fb, names)} at "
-        f"{_pct(fb['val_acc_mean'])}%",
-        f"Spearman rank correlation of the {f['n_points']} points, this budget vs full: "
-        + ("undefined (ties)" if f["spearman"] is None else f"{f['spearman']:.2f}"),
-        f"this study's best ({_point(result.best, names)}) reaches {_pct(f['pick_full_mean'])}% at the full "
-        f"budget: {100 * f['gap']:.2f} points below the full best"
-        + (f", {'within' if f['within_noise'] else 'outside'} noise (2 SE = {200 * f['se']:.2f} points)"
-           if f["se"] else "")])
+    seeds = f["full_seeds"] or []
+    lines = [f"- **Full budget** ({budget_label(P.FULL_EPOCHS, 1.0)} on all digits, {len(seeds)} seeds): best {_point(fb, names)} at {_pct(fb['val_acc_mean'])}%.",
+             f"- This budget's pick, {_point(result.best, names)}, reaches {_pct(f['pick_full_mean'])}% there "
+             f"(rank {f['pick_full_rank']} of {f['n_points']}): {100 * f['gap']:.2f} points below the full best, "
+             + (f"{'within' if f['within_noise'] else 'outside'} noise ({NOISE_Z:g} standard errors = "
+                f"{100 * NOISE_Z * f['se']:.2f} points)." if f["se"] else "with no estimate of the noise."),
+             f"- Rank agreement (Spearman's ρ: 1 when both budgets order the points alike, 0 when unrelated) "
+             f"over all {f['n_points']} points: {_agreement(f['spearman'], f['ceiling'])}."]
+    if f["n_top"] < f["n_points"]:
+        lines.append(f"- Over the full budget's best {f['n_top']}, where the choice is made: "
+                     f"{_agreement(f['spearman_top'], f['ceiling_top'])}.")
+    missing = f["full_top_untrained"]
+    lines.append("- Of the full budget's five best points, " + (
+        "every one was trained here: none was dropped." if not missing else
+        "these were not trained here: " + "; ".join(_point(m, names) for m in missing) + "."))
+    return "\n".join(lines)
+
+
+def conclusion(result: StudyResult) -> str:
+    """A closing paragraph, as Markdown, built from the result: the words follow the numbers."""
+    names = list(result.settings.grid)
+    b, close = result.best, result.indistinguishable
+    text = [f"At {'the full' if result.settings.budget == 'full' else 'this'} budget ({result.final}) the best "
+            f"point is {_point(b, names)}, at {_acc(b['val_acc_mean'], b['val_acc_std'], b['n_seeds'])}."]
+    if result.noise_std is None:
+        text.append("With one seed per point, nothing can be ruled out.")
+    elif close:
+        text.append(f"{len(close)} other point{'s are' if len(close) > 1 else ' is'} within noise of it, so "
+                    f"{'these seeds cannot put them in order' if len(close) > 1 else 'the two cannot be ranked'}.")
+    else:
+        text.append("Every other point is more than two standard errors below it.")
+    ok = result.table[(result.table["state"] == "complete")]
+    worst = ok.sort_values("val_acc_mean").iloc[0]
+    if worst["val_acc_mean"] >= COLLAPSED:
+        text.append(f"The weakest point, {_point(worst, names)}, ends "
+                    f"{100 * (b['val_acc_mean'] - worst['val_acc_mean']):.2f} points lower.")
+    failed = _failures(result)
+    if failed:
+        text.append(f"{len(failed)} point{'s' if len(failed) > 1 else ''} failed to train in at least one seed.")
+    f = result.full
+    if f is not None:
+        agree = f["within_noise"]
+        text.append(f"At the full budget the pick is {'within' if agree else 'outside'} noise of the full best "
+                    f"({100 * f['gap']:.2f} points below {_point(f['full_best'], names)})"
+                    + (", so this cheaper budget answers the seed's question." if agree else
+                       ": here the cheaper budget does not stand in for the full one.") )
+    return " ".join(text)
+
+
+def cost(result: StudyResult, name: str) -> str:
+    """The slowest point's seconds per model-epoch as a multiple of the fastest's, in words, with
+    the stack sizes they were measured in (a bigger stack shares its overhead among more models)."""
+    t = result.table[result.table["state"] == "complete"].dropna(subset=["seconds_per_epoch"])
+    if len(t) < 2:
+        return ""
+    slow, fast = t.loc[t["seconds_per_epoch"].idxmax()], t.loc[t["seconds_per_epoch"].idxmin()]
+    stacks = lambda r: "–".join(map(str, sorted({int(k) for k in r["models_in_stack"] if k == k})))  # noqa: E731
+    return (f"Per model-epoch, {WORDS.get(name, name)} {slow[name]} cost {slow['seconds_per_epoch'] / fast['seconds_per_epoch']:.1f} "
+            f"times {WORDS.get(name, name)} {fast[name]} ({slow['seconds_per_epoch']:.2f} s against "
+            f"{fast['seconds_per_epoch']:.2f} s, in stacks of {stacks(slow)} and {stacks(fast)} models).")
 
 
 def heatmap_data(result: StudyResult) -> tuple[pd.DataFrame, pd.DataFrame]:
