@@ -6,6 +6,8 @@ weight decay, batch 128). `compare` trains each candidate with several seeds and
 their mean validation accuracy; it is slow (minutes per recipe), so it runs on its own
 (`make compare-recipes`, results committed in figures/full/06_recipes.json) and notebook 06
 reads it, trains only the chosen recipe, and its twin without augmentation for the ablation.
+Which recipe is chosen is a rule on the recipes' own settings and validation means (`choose`),
+so it is the same on every machine; the seconds are recorded beside it as information.
 Nothing here touches the test set.
 
     python -m helpers.final compare [--seeds 0 1 2] [--recipes NAME ...] [--workers 2]
@@ -18,12 +20,13 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import data, paths, store, train as T
+from . import data, params as P, paths, store, train as T
 from .model import MLP
 
 # What every recipe shares. Batch 128 keeps a step's matrices big enough to use both cores.
@@ -38,7 +41,12 @@ RECIPES = {
     "512-256, 30 epochs, affine + elastic, batch 256": dict(hidden=[512, 256], epochs=30, augment=ELASTIC,
                                                             batch_size=256, lr=0.2),
 }
-MAX_SECONDS = 90   # machine seconds per seed: a recipe that costs more is not eligible
+# The most a seed may train, as a recipe: a candidate that costs more compute (see `compute`) is
+# not eligible. It admits every candidate above; a wider or longer one needs this line raised.
+BUDGET = dict(hidden=[512, 256], epochs=30)
+# Two validation means closer than this many standard errors of their difference are not told
+# apart: studies.NOISE_Z, the grid's rule (not imported: it would bring Optuna into every child).
+NOISE_Z = 2.0
 
 
 def settings(recipe: dict | str) -> dict:
@@ -112,57 +120,204 @@ def run_jobs(jobs: list[dict], workers: int = 2, log=print) -> list[dict]:
     return results
 
 
+def spread(accs) -> dict:
+    """Per-seed validation accuracies as the record keeps them: the values, mean, sample std (None
+    for one seed) and count."""
+    accs = np.asarray(accs, dtype=float)
+    return {"val_acc": accs.tolist(), "val_acc_mean": float(accs.mean()),
+            "val_acc_std": float(accs.std(ddof=1)) if len(accs) > 1 else None, "n_seeds": len(accs)}
+
+
+def percent(summary: dict) -> str:
+    """`spread`'s mean +- std in percent, e.g. "99.12 ± 0.02 %" ("99.12 %" for one seed)."""
+    std = summary["val_acc_std"]
+    return f"{100 * summary['val_acc_mean']:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "") + " %"
+
+
 def compare(names: list[str], seeds: list[int], workers: int = 2, log=print) -> list[dict]:
     """Train every (recipe, seed); one row per recipe: validation mean +- std over seeds, cost per seed."""
     results = run_jobs([{"name": n, "settings": settings(n), "seed": s} for n in names for s in seeds], workers, log)
     rows = []
     for name in names:
         mine = [r for r in results if r["name"] == name]
-        accs = np.array([r["val_acc"] for r in mine])
         curves = np.array([[h["val_acc"] for h in r["history"]] for r in mine])
-        rows.append({"recipe": name, **settings(name), "seeds": [r["seed"] for r in mine], "val_acc": accs.tolist(),
-                     "val_acc_mean": float(accs.mean()), "val_acc_std": float(accs.std(ddof=1)) if len(accs) > 1 else None,
-                     "n_seeds": len(accs), "seconds_per_seed": float(np.mean([r["seconds"] for r in mine])),
+        rows.append({"recipe": name, **settings(name), "seeds": [r["seed"] for r in mine],
+                     **spread([r["val_acc"] for r in mine]),
+                     "seconds_per_seed": float(np.mean([r["seconds"] for r in mine])),
                      "machine_seconds_per_seed": float(np.mean([r["machine_seconds"] for r in mine])),
                      "curve_mean": curves.mean(0).tolist()})
     return rows
 
 
-def choose(rows: list[dict], max_seconds: float = MAX_SECONDS) -> dict:
-    """The best recipe by mean validation accuracy among those whose seed costs <= `max_seconds`
-    of the machine (`machine_seconds_per_seed`)."""
-    eligible = [r for r in rows if r["machine_seconds_per_seed"] <= max_seconds] or rows
+def compute(recipe: dict | str) -> int:
+    """A seed's training compute in recipe terms: the multiply-adds of one digit's forward pass
+    (the weight matrices' sizes, from `hidden`) times the epochs.
+
+    The backward pass costs about twice the forward, on the same training digits for every
+    recipe, so what a seed costs any machine is proportional to this number, which depends on
+    no machine. The batch size does not enter: it changes the steps, not the multiply-adds.
+    """
+    s = settings(recipe) if isinstance(recipe, str) else recipe
+    widths = [28 * 28, *s["hidden"], 10]
+    return s["epochs"] * sum(a * b for a, b in zip(widths, widths[1:]))
+
+
+def within_budget(recipe: dict | str) -> bool:
+    return compute(recipe) <= compute(BUDGET)
+
+
+def choose(rows: list[dict]) -> dict:
+    """The best recipe by mean validation accuracy among those within BUDGET (`compute`).
+
+    Seconds do not enter: a wall-clock cut-off picks a different recipe on a faster or slower
+    machine. Rows carry their settings (`hidden`, `epochs`), as `compare` writes them.
+    """
+    eligible = [r for r in rows if within_budget(r)]
+    if not eligible:
+        raise ValueError(f"no recipe within the budget ({rule_text()}): "
+                         + ", ".join(r["recipe"] for r in rows))
     return max(eligible, key=lambda r: r["val_acc_mean"])
 
 
+def rule_text() -> str:
+    """The recipe rule in words, built from BUDGET."""
+    width = "-".join(map(str, BUDGET["hidden"]))
+    return (f"the best mean validation accuracy among the recipes whose seed costs at most the training compute "
+            f"of a {width} network for {BUDGET['epochs']} epochs")
+
+
 def shown(comparison: dict):
-    """The committed comparison as a table: recipe, validation mean +- std, cost per seed, chosen."""
+    """The committed comparison as a table: recipe, validation mean +- std, compute against the
+    budget, cost per seed on the machine that ran it, chosen."""
     import pandas as pd
 
-    rows = [{"recipe": r["recipe"],
-             "validation accuracy (%)": f"{100 * r['val_acc_mean']:.2f} ± {100 * (r['val_acc_std'] or 0):.2f}",
-             "seeds": r["n_seeds"], "seconds per seed (one core)": round(r["seconds_per_seed"]),
-             "machine seconds per seed": round(r["machine_seconds_per_seed"]),
+    rows = [{"recipe": r["recipe"], "validation accuracy": percent(r), "seeds": r["n_seeds"],
+             "training compute (share of the budget)": f"{compute(r) / compute(BUDGET):.0%}",
+             "seconds per seed (one core, that machine)": round(r["seconds_per_seed"]),
+             "machine seconds per seed (that machine)": round(r["machine_seconds_per_seed"]),
              "chosen": "←" if r["recipe"] == comparison["chosen"] else ""} for r in comparison["rows"]]
     return pd.DataFrame(rows).style.hide(axis="index")
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The final model notebook 06 will train, checked before anything trains."""
+
+    recipe: str                     # a RECIPES name
+    settings: dict                  # its settings, `epochs` replaced when final_epochs > 0
+    seeds: tuple[int, ...]          # of the final model (an ensemble)
+    ablation_seeds: tuple[int, ...]  # of the same recipe without augmentation
+    chosen_by: str                  # how the recipe was picked, in words
+
+
+def plan(comparison: dict | None, *, final_recipe, final_seeds, ablation_seeds, final_epochs) -> Plan:
+    """Check 06's final-model parameters; `comparison` is `load_comparison()`.
+
+    final_recipe: "" for the comparison's choice, else a RECIPES name; final_seeds: distinct
+    seeds; ablation_seeds: the same, empty for the final seeds (so the ablation has as many);
+    final_epochs: 0 for the recipe's own, else the epochs of every model.
+    """
+    seeds = P.seeds("final_seeds", final_seeds)
+    ablation = seeds if ablation_seeds in ([], ()) else P.seeds("ablation_seeds", ablation_seeds)
+    epochs = P.integer("final_epochs", final_epochs, minimum=0)
+    if final_recipe != "":
+        recipe = P.choice("final_recipe", final_recipe, list(RECIPES))
+        chosen_by = "set by the parameter `final_recipe`"
+        if comparison and comparison["chosen"] != recipe:
+            chosen_by += f" (the comparison's rule picks {comparison['chosen']})"
+    elif comparison:
+        recipe = comparison["chosen"]
+        if recipe not in RECIPES:
+            raise ValueError(f"the comparison's choice {recipe!r} is no longer a candidate: run make compare-recipes")
+        chosen_by = f"chosen by the rule: {rule_text()}, in the committed comparison"
+    else:
+        recipe = next(iter(RECIPES))
+        chosen_by = f"the first candidate, since there is no recipe comparison at {paths.show(results_path())}"
+    recipe_settings = settings(recipe)
+    if epochs:
+        recipe_settings["epochs"] = epochs
+    return Plan(recipe, recipe_settings, seeds, ablation, chosen_by)
+
+
 def summarize(runs: list[dict]) -> dict:
-    """Validation accuracy of the final seeds and of the ablation: mean +- std, cost per seed."""
-    out, lines = {}, []
-    for kind, label in (("seed", "final model"), ("ablation", "without augmentation")):
+    """Validation accuracy of the final seeds and of the ablation (`spread`), cost per seed."""
+    out = {}
+    for kind, key in (("seed", "final"), ("ablation", "ablation")):
         mine = [r for r in runs if r["kind"] == kind]
-        if not mine:
-            continue
-        accs = np.array([r["val_acc"] for r in mine])
-        std = float(accs.std(ddof=1)) if len(accs) > 1 else None
-        out[kind] = {"seeds": [r["seed"] for r in mine], "val_acc": accs.tolist(), "val_acc_mean": float(accs.mean()),
-                     "val_acc_std": std, "n_seeds": len(accs), "seconds": [r["seconds"] for r in mine],
-                     "machine_seconds": [r["machine_seconds"] for r in mine]}
-        lines.append(f"{label}: validation {100 * accs.mean():.2f}%" + (f" ± {100 * std:.2f}" if std is not None else "")
-                     + f" ({len(accs)} seed{'s' if len(accs) > 1 else ''}; {max(out[kind]['machine_seconds']):.0f} s "
-                     f"of the machine per seed at most)")
-    return {"text": "\n".join(lines), "record": {"final": out.get("seed"), "ablation": out.get("ablation")}}
+        out[key] = {"seeds": [r["seed"] for r in mine], **spread([r["val_acc"] for r in mine]),
+                    "seconds": [r["seconds"] for r in mine], "machine_seconds": [r["machine_seconds"] for r in mine]}
+    return out
+
+
+def build(prepared: data.Prepared, plan: Plan, workers: int, log=print) -> dict:
+    """Train the final model: the plan's seeds of its recipe and its ablation seeds without
+    augmentation, in `workers` processes; save each to data/final/, the seeds as one ensemble in
+    data/model.pt, and the record in figures/06_grid_search_final.json. Returns the plan, the
+    runs, the summary (`summarize`), the seconds and the paths."""
+    from .model import Ensemble, load_checkpoint, save_checkpoint
+
+    folder = paths.data_dir() / "final"
+    jobs = [{"name": plan.recipe, "kind": "seed", "settings": plan.settings, "seed": s,
+             "checkpoint": folder / f"seed{s}.pt"} for s in plan.seeds]
+    jobs += [{"name": "ablation (no augmentation)", "kind": "ablation", "settings": without_augmentation(plan.settings),
+              "seed": s, "checkpoint": folder / f"ablation_seed{s}.pt"} for s in plan.ablation_seeds]
+    start = time.perf_counter()
+    runs = run_jobs(jobs, workers, log)
+    seconds = time.perf_counter() - start
+    members = [load_checkpoint(folder / f"seed{s}.pt")[0] for s in plan.seeds]
+    model_path = save_checkpoint(paths.data_dir() / "model.pt", Ensemble(members), prepared.norm,
+                                 recipe=plan.settings, seeds=list(plan.seeds), data=prepared.parameters,
+                                 ablation=[f"final/ablation_seed{s}.pt" for s in plan.ablation_seeds])
+    summary = summarize(runs)
+    record = store.result_record(
+        {"recipe": plan.recipe, "settings": plan.settings, "final_seeds": list(plan.seeds),
+         "ablation_seeds": list(plan.ablation_seeds), "chosen_by": plan.chosen_by, "workers": workers,
+         "data": prepared.parameters}, None, **summary, seconds=seconds,
+        histories={f"{r['kind']}{r['seed']}": r["history"] for r in runs}, checkpoint=paths.show(model_path))
+    json_path = store.save_json(paths.figures_dir() / "06_grid_search_final.json", record)
+    return {"plan": plan, "runs": runs, "summary": summary, "seconds": seconds, "model": model_path,
+            "record": json_path}
+
+
+def difference(final: dict, ablation: dict) -> str:
+    """The final model against its ablation (two `spread`s), in standard errors of the difference
+    of their means; the words ("clearly above", "within noise") follow from the numbers."""
+    from scipy import stats
+
+    d = 100 * (final["val_acc_mean"] - ablation["val_acc_mean"])
+    if final["n_seeds"] < 2 or ablation["n_seeds"] < 2:
+        return f"The difference, {d:+.2f} points, has no standard error: that needs two seeds of each."
+    if final["val_acc_std"] == 0 and ablation["val_acc_std"] == 0:
+        return f"The seeds of each agree exactly: the difference, {d:+.2f} points, has no noise to weigh it against."
+    # Welch's t is the difference over its standard error: each mean's seed-to-seed spread over
+    # the root of its seeds, the two combined in quadrature; no equal-variance assumption.
+    t = stats.ttest_ind(final["val_acc"], ablation["val_acc"], equal_var=False)
+    words = ("clearly above" if t.statistic >= NOISE_Z else "clearly below" if t.statistic <= -NOISE_Z
+             else "within noise of")
+    return (f"With augmentation the model is {words} its twin without: {d:+.2f} points, "
+            f"{abs(t.statistic):.1f} standard errors of the difference (the seeds' spread of each mean, combined; "
+            f"below {NOISE_Z:g} is within noise), Welch's two-sample t-test over seeds p = {t.pvalue:.2g}.")
+
+
+def conclusion(built: dict, comparison: dict | None) -> str:
+    """The final-model half of 06, in Markdown, from `build`'s result and `load_comparison()`."""
+    plan, final, ablation = built["plan"], built["summary"]["final"], built["summary"]["ablation"]
+    own = settings(plan.recipe)["epochs"]
+    epochs = "" if plan.settings["epochs"] == own else \
+        f" Every model trained {plan.settings['epochs']} epochs (`final_epochs`), not the recipe's {own}."
+    row = next((r for r in comparison["rows"] if r["recipe"] == plan.recipe), None) if comparison else None
+    measured = f" (the comparison measured {percent(row)} over {row['n_seeds']} seeds)" if row and not epochs else ""
+    plural = lambda n: f"{n} seed{'s' if n != 1 else ''}"  # noqa: E731
+    text = [f"**The recipe.** {plan.recipe}, {plan.chosen_by}.{epochs}",
+            f"**Validation.** The final model's {plural(final['n_seeds'])} reach {percent(final)}{measured}; "
+            f"the same recipe without augmentation, {plural(ablation['n_seeds'])}, {percent(ablation)}. "
+            + difference(final, ablation)]
+    text.append(f"**Cost on this run.** A seed of the final model took {np.mean(final['seconds']):.0f} s on one core "
+                f"({np.mean(final['machine_seconds']):.0f} s of the machine, sharing it with the models trained "
+                f"beside it), one without augmentation {np.mean(ablation['seconds']):.0f} s "
+                f"({np.mean(ablation['machine_seconds']):.0f} s). These seconds depend on the machine and its load; "
+                f"no rule here uses them.")
+    return "\n\n".join(text)
 
 
 def results_path() -> Path:
@@ -170,8 +325,17 @@ def results_path() -> Path:
 
 
 def load_comparison() -> dict | None:
+    """The committed recipe comparison, its `chosen` recomputed by `choose` (today's rule).
+
+    The file may have been written under another rule (until now a wall-clock cut-off of the
+    machine that ran it). The rule reads only what every row keeps, its settings and validation
+    mean, so it is applied here rather than by training the comparison again (15+ minutes).
+    """
     path = results_path()
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    comparison = json.loads(path.read_text())
+    return {**comparison, "chosen": choose(comparison["rows"])["recipe"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,10 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = compare(args.recipes, args.seeds, args.workers)
     chosen = choose(rows)
     for row in rows:
-        print(f"{row['recipe']}: {row['val_acc_mean']:.2%} +- {100 * (row['val_acc_std'] or 0):.2f} "
-              f"({row['n_seeds']} seeds, {row['machine_seconds_per_seed']:.0f} s of the machine per seed)")
+        print(f"{row['recipe']}: {percent(row)} ({row['n_seeds']} seeds, {compute(row) / compute(BUDGET):.0%} of the "
+              f"budget, {row['machine_seconds_per_seed']:.0f} s of the machine per seed)")
     record = store.result_record({"recipes": args.recipes, "seeds": args.seeds, "workers": args.workers,
-                                  "common": COMMON, "max_seconds_per_seed": MAX_SECONDS, "data": prepared.parameters},
+                                  "common": COMMON, "budget": BUDGET, "data": prepared.parameters},
                                  None, rows=rows, chosen=chosen["recipe"], seconds=time.perf_counter() - start)
     path = store.save_json(results_path(), record)
     print(f"chosen: {chosen['recipe']} -> {paths.show(path)}")
@@ -199,32 +363,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def build(prepared: data.Prepared, recipe: str, chosen: dict, seeds: list[int], ablation_seeds: list[int],
-          workers: int, log=print) -> dict:
-    """Train the final model: `seeds` of the chosen recipe and `ablation_seeds` of it without
-    augmentation, in `workers` processes; save each to data/final/, the seeds as one ensemble in
-    data/model.pt, and the record in figures/06_grid_search_final.json. Returns the runs, the
-    summary and the paths."""
-    from .model import Ensemble, load_checkpoint, save_checkpoint
-
-    folder = paths.data_dir() / "final"
-    jobs = [{"name": recipe, "kind": "seed", "settings": chosen, "seed": s, "checkpoint": folder / f"seed{s}.pt"}
-            for s in seeds]
-    jobs += [{"name": "ablation (no augmentation)", "kind": "ablation", "settings": without_augmentation(chosen),
-              "seed": s, "checkpoint": folder / f"ablation_seed{s}.pt"} for s in ablation_seeds]
-    start = time.perf_counter()
-    runs = run_jobs(jobs, workers, log)
-    seconds = time.perf_counter() - start
-    members = [load_checkpoint(folder / f"seed{s}.pt")[0] for s in seeds]
-    model_path = save_checkpoint(paths.data_dir() / "model.pt", Ensemble(members), prepared.norm, recipe=chosen,
-                                 seeds=list(seeds), data=prepared.parameters,
-                                 ablation=[f"final/ablation_seed{s}.pt" for s in ablation_seeds])
-    summary = summarize(runs)
-    record = store.result_record(
-        {"recipe": recipe, "settings": chosen, "final_seeds": list(seeds), "ablation_seeds": list(ablation_seeds),
-         "workers": workers, "data": prepared.parameters}, None, **summary["record"], seconds=seconds,
-        histories={f"{r['kind']}{r['seed']}": r["history"] for r in runs}, checkpoint=paths.show(model_path))
-    json_path = store.save_json(paths.figures_dir() / "06_grid_search_final.json", record)
-    return {"runs": runs, "summary": summary, "seconds": seconds, "model": model_path, "record": json_path}
