@@ -22,13 +22,15 @@ $(STAMP): pyproject.toml
 ## env: create .venv with the pinned dependencies (run by every target that needs it)
 env: $(STAMP)
 
-## reproduce: run notebooks 01 -> 07 headlessly with papermill; executed notebooks and figures are written back
+## reproduce: run notebooks 01 -> 07 headlessly with papermill; executed notebooks, figures and README numbers are written back
 reproduce: $(STAMP)
 	$(BIN)/python -m helpers.notebooks run
+	$(BIN)/python -m helpers.readme
 
 ## reproduce-full: studies 04-06 at the seed's budget (20 epochs, every point, all digits) -> figures/full/
 reproduce-full: $(STAMP)
 	$(BIN)/python -m helpers.notebooks full $(if $(SEEDS),--seeds $(SEEDS))
+	$(BIN)/python -m helpers.readme
 
 ## compare-recipes: the final model's candidate recipes, 3 seeds each, on validation -> figures/full/06_recipes.json
 compare-recipes: $(STAMP)
