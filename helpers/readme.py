@@ -2,6 +2,7 @@
 
     python -m helpers.readme           # rewrite README.md's rendered blocks from figures/ and notebooks/
     python -m helpers.readme --check   # exit 1 (and say which block) when README.md is out of date
+    python -m helpers.readme --snapshot REV --cpu NAME   # keep an earlier run's key results to compare machines
 
 A rendered block is the text between `<!-- rendered: NAME -->` and `<!-- /rendered: NAME -->`;
 everything outside the blocks is prose, which quotes no measurement (tests/test_prose.py). Each
@@ -183,7 +184,62 @@ def speed() -> str:
     return "\n".join(rows) + "\n"
 
 
-RENDERERS = {"results": results, "studies": studies, "recipes": recipes, "speed": speed}
+# What a second machine's run is compared on: (label, record, how to read the value)
+KEY_RESULTS = [
+    ("03 validation accuracy (one seed)", "03_training.json", lambda r: (r["final"]["val_acc"], None)),
+    *[(f"{n} best point (default budget)", f"{n}.json", lambda r: (r["best"], r["best"]["val_acc_std"]))
+      for n in ("04_lr_sweep", "05_batch_sweep", "06_grid_search")],
+    ("final model, validation", "06_grid_search_final.json", lambda r: (r["final"]["val_acc_mean"], r["final"]["val_acc_std"])),
+    ("final model, test (mean over seeds)", "07_test_eval.json", lambda r: (r["test_accuracy_mean"], r["test_accuracy_std"])),
+    ("ensemble, test", "07_test_eval.json", lambda r: (r["ensemble_test_accuracy"], None)),
+]
+PREVIOUS = "previous_run.json"   # figures/: key results of an earlier committed run on another machine
+
+
+def _key_values(read) -> list[dict]:
+    out = []
+    for label, name, get in KEY_RESULTS:
+        record = read(name)
+        value, std = get(record)
+        if isinstance(value, dict):  # a study's best point: which point, and its mean
+            names = list(record["parameters"]["grid"])
+            out.append({"result": label, "point": _point(value, names), "mean": value["val_acc_mean"], "std": std})
+        else:
+            out.append({"result": label, "mean": value, "std": std})
+    return out
+
+
+def snapshot(rev: str, cpu: str) -> Path:
+    """Save the key results of commit `rev` (read from git) as figures/previous_run.json."""
+    import subprocess
+
+    def read(name: str) -> dict:
+        return json.loads(subprocess.run(["git", "show", f"{rev}:figures/{name}"], cwd=paths.ROOT, check=True,
+                                         capture_output=True, text=True).stdout)
+    day = read("07_test_eval.json")["created"][:10]
+    return store.save_json(paths.figures_dir() / PREVIOUS, store.result_record(
+        {"commit": rev, "cpu": cpu, "day": day}, None, results=_key_values(read)))
+
+
+def machines() -> str:
+    path = paths.figures_dir() / PREVIOUS
+    if not path.exists():
+        return "No earlier run on another machine is recorded (`python -m helpers.readme snapshot REV --cpu NAME`).\n"
+    before = json.loads(path.read_text())
+    now = _key_values(_json)
+    cpu_now = _json("07_test_eval.json")["versions"].get("cpu", "this machine")
+    p = before["parameters"]
+    rows = [f"| result | committed run ({cpu_now}, {_run_day(paths.NOTEBOOKS / '07_test_eval.ipynb')}) | "
+            f"commit {p['commit']} ({p['cpu']}, {p['day']}) |", "| --- | --- | --- |"]
+    for a, b in zip(now, before["results"]):
+        def cell(v):
+            return (f"{v['point']}: " if "point" in v else "") + f"{_pct(v['mean'])}%" + (
+                f" ± {_pct(v['std'])}" if v["std"] is not None else "")
+        rows.append(f"| {a['result']} | {cell(a)} | {cell(b)} |")
+    return "\n".join(rows) + "\n"
+
+
+RENDERERS = {"results": results, "studies": studies, "recipes": recipes, "speed": speed, "machines": machines}
 
 
 def render(text: str) -> str:
@@ -199,7 +255,13 @@ def render(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only say whether README.md is up to date")
+    parser.add_argument("--snapshot", metavar="REV", help=f"first save commit REV's key results as figures/{PREVIOUS}")
+    parser.add_argument("--cpu", help="with --snapshot: the processor that commit's run was made on")
     args = parser.parse_args(argv)
+    if args.snapshot:
+        if not args.cpu:
+            parser.error("--snapshot needs --cpu (the records of older runs do not name their processor)")
+        print(f"saved {paths.show(snapshot(args.snapshot, args.cpu))}")
     path = paths.ROOT / "README.md"
     old = path.read_text()
     new = render(old)

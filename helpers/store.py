@@ -43,7 +43,7 @@ def versions() -> dict[str, str]:
     import numpy
     import torch
 
-    found = {"python": sys.version.split()[0], "platform": platform.platform(),
+    found = {"python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu(),
              "torch": torch.__version__, "numpy": numpy.__version__}
     for name in ("pandas", "sklearn", "optuna"):
         try:
@@ -51,6 +51,17 @@ def versions() -> dict[str, str]:
         except ImportError:  # a result that did not use it does not need it
             pass
     return found
+
+
+def cpu() -> str:
+    """The processor's model name: float results differ between kinds of CPU, so records say which."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _plain(value: Any) -> Any:
