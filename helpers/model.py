@@ -274,14 +274,15 @@ def load_checkpoint(path: str | os.PathLike,
 
 
 @torch.no_grad()
-def activation_stats(model: MLP, x: torch.Tensor) -> list[dict]:
-    """Mean and std of every Linear output (before LayerNorm) and ReLU output, in eval mode.
+def activation_stats(model: MLP, x: torch.Tensor, outputs: Sequence[str] = ("Linear", "ReLU")) -> list[dict]:
+    """Mean and std of the output of every module of the kinds in `outputs`, in eval mode.
 
+    The kinds: "Linear" (before LayerNorm), "LayerNorm", "ReLU"; `layer` counts each from 1.
     Forward hooks read the activations as `x` flows through; nothing is kept afterwards.
     """
     rows: list[dict] = []
     hooks = []
-    depth = {"Linear": 0, "ReLU": 0}
+    depth = {kind: 0 for kind in outputs}
     for module in model.net:
         kind = type(module).__name__
         if kind in depth:
