@@ -289,7 +289,7 @@ def point_rows(study: optuna.Study, points: list[dict], epochs: int, fraction: f
                        train_loss_mean=np.nanmean(done["train_loss"].astype(float)),
                        seconds_per_epoch=done["seconds_per_epoch"].astype(float).mean(),
                        seconds_per_epoch_seeds=done["seconds_per_epoch"].astype(float).tolist(),
-                       models_in_stack=done["models_in_stack"].tolist(),
+                       models_in_stack=[None if pd.isna(k) else int(k) for k in done["models_in_stack"]],
                        diverged=int(done["diverged"].notna().sum()), collapsed=int((accs < COLLAPSED).sum()),
                        state="complete",
                        curve_mean=curves.mean(0).tolist(),
@@ -589,7 +589,7 @@ def cost(result: StudyResult, name: str) -> str:
     if len(t) < 2:
         return ""
     slow, fast = t.loc[t["seconds_per_epoch"].idxmax()], t.loc[t["seconds_per_epoch"].idxmin()]
-    stacks = lambda r: "–".join(map(str, sorted({int(k) for k in r["models_in_stack"] if k == k})))  # noqa: E731
+    stacks = lambda r: "–".join(map(str, sorted({k for k in r["models_in_stack"] if k is not None})))  # noqa: E731
     return (f"Per model-epoch, {WORDS.get(name, name)} {slow[name]} cost {slow['seconds_per_epoch'] / fast['seconds_per_epoch']:.1f} "
             f"times {WORDS.get(name, name)} {fast[name]} ({slow['seconds_per_epoch']:.2f} s against "
             f"{fast['seconds_per_epoch']:.2f} s, in stacks of {stacks(slow)} and {stacks(fast)} models).")
