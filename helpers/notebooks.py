@@ -3,7 +3,8 @@
     python -m helpers.notebooks run [NAME ...]   # default parameters, written back in place
     python -m helpers.notebooks full [--seeds 0 1 2]  # 04-06 at the seed's budget -> figures/full/
     python -m helpers.notebooks smoke [--keep DIR]    # small parameters, into a temporary folder
-    python -m helpers.notebooks nbval            # nbval on the committed notebooks, in a temporary folder
+    python -m helpers.notebooks nbval            # nbval on the committed notebooks, in a temporary folder,
+                                                 # then their fresh JSON against the committed JSON
 
 Each notebook is executed into a temporary file and moved over its real name only when it ran to
 the end, so a failed run never leaves a half-executed notebook under its real name. `smoke` and
@@ -30,6 +31,10 @@ ORDER = ["01_data", "02_model", "03_training", "04_lr_sweep", "05_batch_sweep",
 # studies.SHARED_GRIDS), and in 06 each batch size's points train together as one stack, where
 # 05 alone would train its batch-8 point by itself, the slowest model-epoch of all.
 STUDIES = ["06_grid_search", "04_lr_sweep", "05_batch_sweep"]
+# nbval checks the printed facts; this test checks the results the re-executed notebooks saved,
+# read from the folder this variable names (it skips itself when the variable is not set).
+FRESH_TEST = paths.ROOT / "tests" / "test_fresh_results.py"
+FRESH_FIGURES_ENV = "DIGITS_FRESH_FIGURES"
 
 # Small enough to run all seven in a couple of minutes; each still goes through every cell.
 SMOKE_PARAMETERS = {
@@ -87,6 +92,18 @@ def private_folders(folder: Path) -> None:
         os.environ["MNIST_DATA_DIR"] = str(raw)
 
 
+def nbval_commands(folder: Path, pytest_args: list[str]) -> list[tuple[list[str], dict]]:
+    """The two pytest runs of `nbval`, in order, each with its environment: the committed notebooks
+    re-executed under nbval, then the fresh-vs-committed results test on what they wrote in `folder`.
+    Extra pytest arguments go to both (so `-- --collect-only` checks that both collect)."""
+    pytest = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
+    nbval = [*pytest, "--nbval-lax", "--nbval-sanitize-with", str(paths.NOTEBOOKS / "nbval_sanitize.cfg"),
+             *[str(paths.NOTEBOOKS / f"{n}.ipynb") for n in ORDER], *pytest_args]
+    results = [*pytest, str(FRESH_TEST), *pytest_args]
+    return [(nbval, dict(os.environ)),
+            (results, dict(os.environ) | {FRESH_FIGURES_ENV: str(folder / "figures")})]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -96,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     full.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds per point (default: 0)")
     smoke = sub.add_parser("smoke", help="execute all notebooks with small parameters in a temporary folder")
     smoke.add_argument("--keep", type=Path, help="run in this folder and keep it")
-    nbval = sub.add_parser("nbval", help="nbval on the committed notebooks, in a temporary folder")
-    nbval.add_argument("pytest_args", nargs="*", help="extra pytest arguments")
+    nbval = sub.add_parser("nbval", help="nbval on the committed notebooks, in a temporary folder, "
+                           "then their fresh results against the committed ones")
+    nbval.add_argument("pytest_args", nargs="*", help="extra pytest arguments (for both runs)")
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -131,10 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "nbval":
             os.environ["DIGITS_HEADLESS"] = "1"
-            cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-sanitize-with",
-                   str(paths.NOTEBOOKS / "nbval_sanitize.cfg"), "-p", "no:cacheprovider", "-q",
-                   *[str(paths.NOTEBOOKS / f"{n}.ipynb") for n in ORDER], *args.pytest_args]
-            return subprocess.call(cmd, cwd=paths.ROOT)
+            for cmd, env in nbval_commands(folder, args.pytest_args):
+                rc = subprocess.call(cmd, cwd=paths.ROOT, env=env)
+                if rc:
+                    return rc
+            return 0
         for name in ORDER:
             seconds = execute(name, folder / "notebooks" / f"{name}.ipynb", SMOKE_PARAMETERS[name])
             print(f"smoke {name}: {seconds:.1f} s", flush=True)
