@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="execute notebooks with default parameters, in place")
     run.add_argument("names", nargs="*", default=ORDER, help="notebooks to run (default: all, in order)")
     full = sub.add_parser("full", help="04-06 at the seed's budget; results and executed copies in figures/full/")
-    full.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds per point (default: 0)")
+    full.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per point (default: 0 1 2)")
     smoke = sub.add_parser("smoke", help="execute all notebooks with small parameters in a temporary folder")
     smoke.add_argument("--keep", type=Path, help="run in this folder and keep it")
     nbval = sub.add_parser("nbval", help="nbval on the committed notebooks, in a temporary folder, "

@@ -10,7 +10,12 @@ listed too, with the source "a setting, not a measurement".
 QUOTED: dict[str, str] = {
     "73.78%": "the seed notebook's test accuracy, after it normalized training and test data differently",
     "98%": "the seed notebook's validation accuracy, as it stated it",
-    "~45 min": "the seed project's time for its sweeps (the README's seed column since ac673e1)",
+    "95%": "the confidence level of the intervals and of the within-noise rule: a convention, not a measurement",
+    "98.66%": "test accuracy of an earlier version of this repository (commit c0e6452, figures/07_test_eval.json)",
+    "99.17%": "test accuracy of an earlier version of this repository (commit 2d235df, figures/07_test_eval.json)",
+    "30 s": "helpers.workers.GRACE_S, how long a PostgreSQL worker may be silent: a setting, not a measurement",
+    "10 s": "the fault table's deadline for an unreachable database (CONNECT_TIMEOUT_S and retries): a setting",
+    "60 s": "helpers.workers.OUTAGE_S, how long a lost database is waited for: a setting, not a measurement",
     "98.94%": "Srivastava et al. 2014 (JMLR, dropout), MLP 3×1024 with max-norm, no augmentation",
     "99.05%": "Srivastava et al. 2014 (JMLR, dropout), MLP 2×8192 with max-norm, no augmentation",
     "99.30%": "Simard et al. 2003 (ICDAR), one hidden layer of 800 units, elastic distortions",
