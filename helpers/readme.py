@@ -59,10 +59,9 @@ def _point(p: dict, names) -> str:
     return " / ".join(f"{words[n]} {p[n]:g}" for n in names)
 
 
-def _mcnemar(m: dict | None, a: str, b: str) -> str:
-    if not m:
-        return ""
-    return (f"{m['a_only']} digits only {a} gets right, {m['b_only']} only {b}; exact McNemar p = {m['p']:.2g}")
+def _mcnemar(m: dict | None) -> str:
+    """Digits only A gets right, only B, and the exact McNemar p-value."""
+    return "" if not m else f"{m['a_only']} vs {m['b_only']} digits, p = {m['p_value']:.2g}"
 
 
 def results() -> str:
@@ -72,22 +71,23 @@ def results() -> str:
     names = list(g["parameters"]["grid"])
     abl = t.get("ablation") or {}
     photo = t.get("photo_accuracy") or {}
-    w = t.get("wilson", {})
-    mc = t.get("mcnemar", {})
+    w, mc = t.get("wilson", {}), t.get("mcnemar", {})
     rows = [
         "| | this repository | the seed notebook |",
         "| --- | --- | --- |",
         f"| **test accuracy**, final model (07; {TEST_DIGITS}, each seed evaluated once): mean ± std over seeds "
-        f"[95% binomial interval of one seed at that mean] | **{_spread(t['test_accuracy_mean'], t['test_accuracy_std'], t['n_seeds'])}**"
+        f"[95% interval on these digits] | **{_spread(t['test_accuracy_mean'], t['test_accuracy_std'], t['n_seeds'])}**"
         f"{_interval(w.get('mean'))} | 73.78% |",
-        f"| test accuracy, the seeds as one ensemble [95% interval] | {_pct(t['ensemble_test_accuracy'])}%"
-        f"{_interval(w.get('ensemble'))}; against its median seed: {_mcnemar(mc.get('ensemble_vs_seed'), 'the ensemble', 'the seed')} | — |",
+        f"| test accuracy, the seeds as one ensemble [95% interval]; McNemar against each seed: digits only the "
+        f"ensemble gets right vs only the seed | {_pct(t['ensemble_test_accuracy'])}%{_interval(w.get('ensemble'))}; "
+        + "; ".join(f"seed {m['seed']}: {_mcnemar(m)}" for m in mc.get("ensemble_vs_seed", [])) + " | — |",
     ]
     if abl:
-        rows.append(f"| test accuracy, the same recipe without augmentation (ablation) | "
-                    f"{_spread(abl['test_accuracy_mean'], abl['test_accuracy_std'], abl['n_seeds'])}"
-                    f"{_interval(w.get('ablation_mean'))}; ensembles compared: "
-                    f"{_mcnemar(mc.get('final_vs_ablation'), 'the final model', 'the ablation')} | — |")
+        rows.append(f"| test accuracy without augmentation (ablation), and its ensemble [95% interval]; McNemar: "
+                    f"digits only the final ensemble gets right vs only the ablation's | "
+                    f"{_spread(abl['test_accuracy_mean'], abl['test_accuracy_std'], abl['n_seeds'])}; ensemble "
+                    f"{_pct(abl.get('ensemble_test_accuracy'))}%{_interval((abl.get('wilson') or {}).get('ensemble'))}; "
+                    f"{_mcnemar(mc.get('final_vs_ablation'))} | — |")
     rows += [
         f"| validation accuracy, 03_training ({'–'.join(map(str, f03['parameters']['hidden']))} MLP, "
         f"{len(f03['history'])} epochs, one seed) | {_pct(f03['final']['val_acc'])}% | \"98%\" |",
@@ -98,9 +98,11 @@ def results() -> str:
         if full else f"| best pair (06) | {_point(g['best'], names)} | the last trial's accuracy, printed as the best |",
     ]
     if photo:
-        rows.append(f"| phone-photo-like digits vs clean renderings of the same {photo['n']} test digits "
-                    f"(random sample) | photos {_pct(photo['photo'])}%{_interval(photo.get('photo_ci'))}, "
-                    f"clean {_pct(photo['clean'])}%{_interval(photo.get('clean_ci'))} | — |")
+        pw = photo.get("wilson", {})
+        rows.append(f"| phone-photo-like digits vs clean renderings of the same {photo['n']:,} test digits (a random "
+                    f"sample) [95% interval]; McNemar: digits only the clean rendering reads vs only the photo | "
+                    f"photos {_pct(photo['photo'])}%{_interval(pw.get('photo'))}, clean {_pct(photo['clean'])}%"
+                    f"{_interval(pw.get('clean'))}; {_mcnemar(photo.get('mcnemar'))} | — |")
     total = sum(_duration(paths.NOTEBOOKS / f"{n}.ipynb") or 0 for n in notebooks.ORDER)
     rows.append(f"| `make reproduce`, 01 → 07, from scratch | {_minutes(total)} on the machine of the committed run "
                 f"({_run_day(paths.NOTEBOOKS / '01_data.ipynb')}; per notebook under Speed) | — |")

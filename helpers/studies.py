@@ -80,7 +80,7 @@ class StudyResult:
 
 
 def budget_label(epochs: int, fraction: float) -> str:
-    return f"{epochs} epochs" + ("" if fraction >= 1 else f" on {fraction:.0%} of the digits")
+    return f"{epochs} epoch{'s' if epochs != 1 else ''}" + ("" if fraction >= 1 else f" on {fraction:.0%} of the digits")
 
 
 def run(notebook: str, *, grid: dict, budget: str = "default", epochs: int, seeds: list,
@@ -384,7 +384,7 @@ def compare_with_full(result: StudyResult) -> dict | None:
             "full_best": {n: _plain(fbest[n]) for n in names}
             | {"val_acc_mean": float(fbest["val_acc_mean"]), "n_seeds": int(fbest["n_seeds"])},
             "pick_full_mean": pick_full, "gap": gap, "se": se,
-            "pick_full_rank": full_rank.get(tuple(result.best[n] for n in names)),
+            "pick_full_rank": full_rank.get(tuple(result.best[n] for n in names)), "n_full": len(order),
             "within_noise": bool(se is not None and gap < NOISE_Z * se),
             "full_top_untrained": [dict(zip(names, k)) for k in list(full_rank)[:5] if k not in trained],
             "full_seeds": full.get("parameters", {}).get("rounds", [{}])[0].get("seeds"),
@@ -536,7 +536,7 @@ def verdict_full(result: StudyResult) -> str:
     seeds = f["full_seeds"] or []
     lines = [f"- **Full budget** ({budget_label(P.FULL_EPOCHS, 1.0)} on all digits, {len(seeds)} seeds): best {_point(fb, names)} at {_pct(fb['val_acc_mean'])}%.",
              f"- This budget's pick, {_point(result.best, names)}, reaches {_pct(f['pick_full_mean'])}% there "
-             f"(rank {f['pick_full_rank']} of {f['n_points']}): {100 * f['gap']:.2f} points below the full best, "
+             f"(rank {f['pick_full_rank']} of {f['n_full']}): {100 * f['gap']:.2f} points below the full best, "
              + (f"{'within' if f['within_noise'] else 'outside'} noise ({NOISE_Z:g} standard errors = "
                 f"{100 * NOISE_Z * f['se']:.2f} points)." if f["se"] else "with no estimate of the noise."),
              f"- Rank agreement (Spearman's ρ: 1 when both budgets order the points alike, 0 when unrelated) "

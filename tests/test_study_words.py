@@ -40,7 +40,7 @@ def test_a_clear_winner_is_called_one():
 def _full(gap: float, within: bool, rho: float, ceiling: float) -> dict:
     c = {"mean": ceiling, "min": ceiling - 0.05, "max": ceiling + 0.05, "pairs": 3}
     return {"full_best": {"lr": 0.1, "val_acc_mean": 0.98, "n_seeds": 3}, "full_seeds": [0, 1, 2],
-            "pick_full_mean": 0.98 - gap, "pick_full_rank": 2, "n_points": 9, "gap": gap, "se": 0.0005,
+            "pick_full_mean": 0.98 - gap, "pick_full_rank": 2, "n_full": 9, "n_points": 9, "gap": gap, "se": 0.0005,
             "within_noise": within, "spearman": rho, "ceiling": c, "n_top": 9, "spearman_top": rho,
             "ceiling_top": c, "full_top_untrained": []}
 
