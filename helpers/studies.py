@@ -485,6 +485,14 @@ def _failures(result: StudyResult) -> list[str]:
     return out
 
 
+def failed_points(result: StudyResult) -> list[str]:
+    """The points where some seed failed to train: a fact nbval can check, unlike their accuracies."""
+    t, names = result.table, list(result.settings.grid)
+    none = pd.Series(0, index=t.index)
+    bad = (t.get("diverged", none).fillna(0) + t.get("collapsed", none).fillna(0) > 0) | (t["state"] == "failed")
+    return [_point(r, names) for _, r in t[bad].iterrows()]
+
+
 def verdict(result: StudyResult) -> str:
     """The study's answer, as Markdown: the best point by mean, and what noise cannot separate from it."""
     names = list(result.settings.grid)
