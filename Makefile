@@ -43,7 +43,7 @@ test: test-unit test-notebooks smoke
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q
 
-## test-notebooks: nbval re-executes the committed notebooks (in a temporary folder) and checks their marked outputs
+## test-notebooks: nbval re-executes the committed notebooks (in a temporary folder), checks their marked outputs, then compares their fresh JSON results with the committed ones
 test-notebooks: $(STAMP)
 	$(BIN)/python -m helpers.notebooks nbval
 
