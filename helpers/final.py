@@ -67,6 +67,27 @@ def augmenter(spec: dict | None, norm: data.Normalization):
     return data.RandomAffine(norm=norm, **spec)
 
 
+def augmented_examples(images: torch.Tensor, spec: dict | None, norm: data.Normalization, versions: int = 3,
+                       seed: int = 0) -> tuple[list[torch.Tensor], list[str]]:
+    """What training shows of `images` (uint8 [N, 28, 28]) under the recipe's augmentation `spec`:
+    each of its parts alone, then `versions` draws of all of it, through the augmenters that train
+    (normalized in, back to uint8 out). Drawn from a private copy of torch's generator."""
+    if not spec:
+        return [], []
+    parts = {"shift": "shift", "rotate": "rotation", "scale": "scale", "elastic": "elastic warp"}
+    alone = [({**{k: 0.0 for k in parts}, k: v}, parts[k]) for k, v in spec.items() if v and len(spec) > 1]
+    whole = [(spec, f"all of it ({i + 1})") for i in range(versions)]
+    x = data.normalize(images, norm)
+    out, names = [], []
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for s, name in alone + whole:
+            y = augmenter(s, norm)(x.clone())
+            out.append(((y * norm.std + norm.mean) * 255).round().clamp(0, 255).to(torch.uint8).view(-1, 28, 28))
+            names.append(name)
+    return out, names
+
+
 def train(prepared: data.Prepared, recipe: dict | str, seed: int, checkpoint: str | os.PathLike | None = None,
           progress: bool | None = None, log=print) -> tuple[MLP, list[dict], float]:
     """One seed of a recipe on the training split: (model, history, seconds)."""

@@ -515,3 +515,51 @@ def before_after(files: Sequence, processed: Sequence[torch.Tensor], titles: Seq
             ax.set_yticks([])
     fig.tight_layout()
     return fig
+
+
+def lr_schedule(rates: Sequence[float], steps_per_epoch: int, title: str = "Learning rate per step"):
+    """The learning rate at every SGD step of a run, with epochs marked on a second axis."""
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.plot(np.arange(1, len(rates) + 1), rates, color="C0")
+    ax.set(xlabel="SGD step", ylabel="learning rate", title=title, xlim=(1, len(rates)), ylim=(0, None))
+    epochs = ax.secondary_xaxis("top", functions=(lambda s: s / steps_per_epoch, lambda e: e * steps_per_epoch))
+    epochs.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def first_layer(weights: torch.Tensor, n: int = 32, cols: int = 8,
+                title: str = "First-layer weights: what each hidden unit looks for"):
+    """The first `n` hidden units' incoming weights as 28x28 images, red positive, blue negative,
+    each on its own symmetric scale (units differ in size; the pattern is what they detect)."""
+    w = weights[:n].detach().cpu().reshape(-1, 28, 28)
+    rows = math.ceil(len(w) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.2 * rows + 0.5))
+    for ax, unit in zip(np.ravel(axes), w):
+        m = float(unit.abs().max()) or 1.0
+        ax.imshow(unit, cmap="RdBu_r", vmin=-m, vmax=m)
+    for ax in np.ravel(axes):
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def augmented(images: torch.Tensor, versions: Sequence[torch.Tensor], names: Sequence[str],
+              title: str = "Training digits and augmented versions of them"):
+    """One row per digit: the digit as stored, then one column per augmented version (uint8 [N, 28, 28] each)."""
+    columns = [images, *versions]
+    fig, axes = plt.subplots(len(images), len(columns), figsize=(1.2 * len(columns), 1.25 * len(images) + 0.4),
+                             squeeze=False)
+    for c, (batch, name) in enumerate(zip(columns, ["as stored", *names])):
+        for r in range(len(images)):
+            ax = axes[r][c]
+            ax.imshow(np.asarray(batch[r]).reshape(28, 28), cmap="gray_r", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(name, fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

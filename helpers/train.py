@@ -92,15 +92,28 @@ def validate(model: MLP, loader: DataLoader, device: torch.device | None = None)
     return loss_sum / seen, correct / seen
 
 
-def make_scheduler(model: MLP, schedule: str, epochs: int, steps_per_epoch: int):
-    """A per-step schedule for `model.optimizer`: one-cycle peaks at the optimizer's lr."""
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, epochs: int, steps_per_epoch: int):
+    """A per-step schedule for `optimizer` (a model's `.optimizer`): one-cycle peaks at its lr."""
     P.choice("schedule", schedule, SCHEDULES)
     if schedule == "constant":
         return None
     # cycle_momentum off: keep the momentum the caller chose; the cycle is in the learning rate.
     return torch.optim.lr_scheduler.OneCycleLR(
-        model.optimizer, max_lr=model.optimizer.param_groups[0]["lr"], epochs=epochs,
+        optimizer, max_lr=optimizer.param_groups[0]["lr"], epochs=epochs,
         steps_per_epoch=steps_per_epoch, pct_start=0.25, cycle_momentum=False)
+
+
+def schedule_rates(lr: float, schedule: str, epochs: int, steps_per_epoch: int) -> list[float]:
+    """The learning rate of every step of a run, as `make_scheduler` sets it (on a throwaway optimizer)."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    scheduler = make_scheduler(optimizer, schedule, epochs, steps_per_epoch)
+    rates = []
+    for _ in range(epochs * steps_per_epoch):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()  # no gradients: nothing moves, but the scheduler sees a step was taken
+        if scheduler is not None:
+            scheduler.step()
+    return rates
 
 
 def fit(model: MLP, train_loader: DataLoader, val_loader: DataLoader, epochs: int, *,
@@ -123,7 +136,7 @@ def fit(model: MLP, train_loader: DataLoader, val_loader: DataLoader, epochs: in
     resume = P.boolean("resume", resume)
     device = next(model.parameters()).device
     norm = norm or getattr(train_loader.dataset, "norm", Normalization())
-    scheduler = make_scheduler(model, schedule, epochs, len(train_loader))
+    scheduler = make_scheduler(model.optimizer, schedule, epochs, len(train_loader))
     run = {"epochs": epochs, "schedule": schedule, "batch_size": batch_size_of(train_loader),
            "augment": getattr(augment, "spec", None),
            "optimizer": model.optimizer_config, "model": model.config}

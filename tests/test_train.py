@@ -111,3 +111,25 @@ def test_check_settings_returns_clean_values():
     assert out["hidden"] == [64, 32] and out["epochs"] == 3 and out["workers"] >= 1
     with pytest.raises(TypeError, match="no check for"):
         T.check_settings(1000, colour="red")
+
+
+def test_the_loop_written_out_in_03_is_what_fit_runs(small_prepared):
+    """03 shows one epoch's loop in plain sight; run as written, it ends with T.fit's weights, bit for bit."""
+    import json
+
+    from helpers import model as M, paths, train as T
+
+    cells = json.loads((paths.NOTEBOOKS / "03_training.ipynb").read_text())["cells"]
+    loop = ["".join(c["source"]) for c in cells if c["cell_type"] == "code" and "by_hand.optimizer.step()" in "".join(c["source"])]
+    assert len(loop) == 1, "03 should write the epoch's loop out in exactly one cell"
+    settings = dict(seed=3, hidden=[32, 16], dropout=[0.1, 0.2], lr=0.05, momentum=0.9, weight_decay=1e-4,
+                    batch_size=50, schedule="onecycle")
+    val_loader = small_prepared.loaders(50, 3)[1]
+    space = {**settings, "M": M, "T": T, "torch": torch, "prepared": small_prepared, "device": torch.device("cpu"),
+             "val_loader": val_loader, "print": lambda *a, **k: None}
+    exec(loop[0], space)
+    T.seed_everything(3)
+    reference = M.MLP([32, 16], [0.1, 0.2], lr=0.05, momentum=0.9, weight_decay=1e-4, seed=3)
+    T.fit(reference, small_prepared.loaders(50, 3)[0], val_loader, 1, progress=False, log=lambda line: None)
+    for (name, a), b in zip(space["by_hand"].state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(a, b), name
