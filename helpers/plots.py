@@ -4,6 +4,7 @@ Saved at a modest resolution (dpi 80) so the executed notebooks, which embed the
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Mapping, Sequence
 
@@ -210,7 +211,7 @@ def curves_band(table: "pd.DataFrame", label: str, legend_title: str = "", title
     """
     rows = table[table["n_seeds"] > 0].reset_index(drop=True)
     is_best, is_close = _highlight(rows, best, close)
-    palette = iter(c for c in plt.cm.tab10.colors if c != plt.cm.tab10.colors[3])
+    palette = itertools.cycle([c for c in plt.cm.tab10.colors if c != plt.cm.tab10.colors[3]])  # red is the best's
     styles = [dict(color="tab:red", lw=2.2, zorder=4) if b else dict(color=next(palette), lw=1.6, zorder=3) if c
               else dict(color="0.6", lw=0.9, zorder=2) for b, c in zip(is_best, is_close)]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"wspace": 0.45})

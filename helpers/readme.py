@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-from . import notebooks, paths, store
+from . import notebooks, paths, store, studies
 
 BLOCK = re.compile(r"(<!-- rendered: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /rendered: (?P=name) -->)", re.S)
 TEST_DIGITS = "10,000 MNIST test digits"
@@ -28,16 +28,17 @@ def _json(name: str) -> dict:
     return json.loads((paths.figures_dir() / name).read_text())
 
 
-def _pct(v: float | None, digits: int = 2) -> str:
-    return "—" if v is None else f"{100 * v:.{digits}f}"
+def _pct(v: float | None) -> str:
+    """An accuracy in percent with its sign, "—" when there is none."""
+    return "—" if v is None else f"{100 * v:.2f}%"
 
 
 def _spread(mean: float, std: float | None, n: int) -> str:
-    return f"{_pct(mean)}%" + (f" ± {_pct(std)}" if std is not None else "") + f" ({n} seed{'s' if n != 1 else ''})"
+    return _pct(mean) + (f" ± {100 * std:.2f}" if std is not None else "") + f" ({n} seed{'s' if n != 1 else ''})"
 
 
 def _interval(ci: list | None) -> str:
-    return "" if not ci else f" [{_pct(ci[0])}, {_pct(ci[1])}]"
+    return "" if not ci else f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]"
 
 
 def _minutes(seconds: float) -> str:
@@ -45,23 +46,22 @@ def _minutes(seconds: float) -> str:
     return f"{m} min {s:02d} s" if m else f"{s} s"
 
 
-def _duration(notebook: Path) -> float | None:
-    meta = json.loads(notebook.read_text()).get("metadata", {}).get("papermill", {})
-    return meta.get("duration")
-
-
 def _run_day(notebook: Path) -> str:
     return json.loads(notebook.read_text())["metadata"]["papermill"]["start_time"][:10]
-
-
-def _point(p: dict, names) -> str:
-    words = {"lr": "lr", "batch_size": "batch"}
-    return " / ".join(f"{words[n]} {p[n]:g}" for n in names)
 
 
 def _mcnemar(m: dict | None) -> str:
     """Digits only A gets right, only B, and the exact McNemar p-value."""
     return "" if not m else f"{m['a_only']} vs {m['b_only']} digits, p = {m['p_value']:.2g}"
+
+
+def _noise(within: bool | None) -> str:
+    return {True: "within noise of the full best", False: "outside noise of the full best",
+            None: "no noise estimate to judge it by"}[within]
+
+
+def _reproduce_seconds() -> float:
+    return sum(notebooks.recorded_seconds(paths.NOTEBOOKS / f"{n}.ipynb") or 0 for n in notebooks.ORDER)
 
 
 def results() -> str:
@@ -79,94 +79,104 @@ def results() -> str:
         f"[95% interval on these digits] | **{_spread(t['test_accuracy_mean'], t['test_accuracy_std'], t['n_seeds'])}**"
         f"{_interval(w.get('mean'))} | 73.78% |",
         f"| test accuracy, the seeds as one ensemble [95% interval]; McNemar against each seed: digits only the "
-        f"ensemble gets right vs only the seed | {_pct(t['ensemble_test_accuracy'])}%{_interval(w.get('ensemble'))}; "
+        f"ensemble gets right vs only the seed | {_pct(t['ensemble_test_accuracy'])}{_interval(w.get('ensemble'))}; "
         + "; ".join(f"seed {m['seed']}: {_mcnemar(m)}" for m in mc.get("ensemble_vs_seed", [])) + " | — |",
     ]
     if abl:
         rows.append(f"| test accuracy without augmentation (ablation), and its ensemble [95% interval]; McNemar: "
                     f"digits only the final ensemble gets right vs only the ablation's | "
                     f"{_spread(abl['test_accuracy_mean'], abl['test_accuracy_std'], abl['n_seeds'])}; ensemble "
-                    f"{_pct(abl.get('ensemble_test_accuracy'))}%{_interval((abl.get('wilson') or {}).get('ensemble'))}; "
+                    f"{_pct(abl.get('ensemble_test_accuracy'))}{_interval((abl.get('wilson') or {}).get('ensemble'))}; "
                     f"{_mcnemar(mc.get('final_vs_ablation'))} | — |")
+    best = g["best"]
     rows += [
         f"| validation accuracy, 03_training ({'–'.join(map(str, f03['parameters']['hidden']))} MLP, "
-        f"{len(f03['history'])} epochs, one seed) | {_pct(f03['final']['val_acc'])}% | \"98%\" |",
+        f"{len(f03['history'])} epochs, one seed) | {_pct(f03['final']['val_acc'])} | \"98%\" |",
         f"| best learning-rate × batch-size pair (06, default budget), and that pair at the full budget | "
-        f"{_point(g['best'], names)}: {_spread(g['best']['val_acc_mean'], g['best']['val_acc_std'], g['best']['n_seeds'])}; "
-        f"at the full budget {_pct(full.get('pick_full_mean'))}% (full-budget best: {_point(full['full_best'], names)}, "
-        f"{_pct(full['full_best']['val_acc_mean'])}%) | the last trial's accuracy, printed as the best |"
-        if full else f"| best pair (06) | {_point(g['best'], names)} | the last trial's accuracy, printed as the best |",
+        f"{studies.point_words(best, names)}: {_spread(best['val_acc_mean'], best['val_acc_std'], best['n_seeds'])}"
+        + (f"; at the full budget {_pct(full.get('pick_full_mean'))}, {_noise(full.get('within_noise'))} "
+           f"({studies.point_words(full['full_best'], names)}, {_pct(full['full_best']['val_acc_mean'])})" if full else "")
+        + " | the last trial's accuracy, printed as the best |",
     ]
     if photo:
         pw = photo.get("wilson", {})
         rows.append(f"| phone-photo-like digits vs clean renderings of the same {photo['n']:,} test digits (a random "
                     f"sample) [95% interval]; McNemar: digits only the clean rendering reads vs only the photo | "
-                    f"photos {_pct(photo['photo'])}%{_interval(pw.get('photo'))}, clean {_pct(photo['clean'])}%"
+                    f"photos {_pct(photo['photo'])}{_interval(pw.get('photo'))}, clean {_pct(photo['clean'])}"
                     f"{_interval(pw.get('clean'))}; {_mcnemar(photo.get('mcnemar'))} | — |")
-    total = sum(_duration(paths.NOTEBOOKS / f"{n}.ipynb") or 0 for n in notebooks.ORDER)
-    rows.append(f"| `make reproduce`, 01 → 07, from scratch | {_minutes(total)} on the machine of the committed run "
-                f"({_run_day(paths.NOTEBOOKS / '01_data.ipynb')}; per notebook under Speed) | — |")
+    rows.append(f"| `make reproduce`, 01 → 07, from scratch | {_minutes(_reproduce_seconds())} on the machine of the "
+                f"committed run ({_run_day(paths.NOTEBOOKS / '01_data.ipynb')}; per notebook under Speed) | — |")
     fulls = _full_runs()
     if fulls:
         rows.append(f"| `make reproduce-full`, 04–06 at the full budget, {fulls['seeds']} seeds | "
-                    f"{_minutes(fulls['seconds'])}, {fulls['trained']} of {fulls['tasks']} tasks trained in that run | — |")
+                    f"{_minutes(fulls['seconds'])}: {_tasks(fulls)} | — |")
     return "\n".join(rows) + "\n"
 
 
+def _tasks(t: dict) -> str:
+    return (f"{t['trained']} of {t['total']} tasks trained in that run"
+            + (f", {t['copied']} copied from a sibling study" if t["copied"] else "")
+            + (f", {t['done_before']} already done" if t["done_before"] else ""))
+
+
 def _full_runs() -> dict | None:
-    """The committed full-budget run: its notebooks' durations and what their studies trained."""
+    """The committed full-budget run: its notebooks' durations and what their studies did with their tasks."""
     found = []
     for name in notebooks.STUDIES:
         nb, rec = paths.figures_dir() / "full" / f"{name}.ipynb", paths.figures_dir() / "full" / f"{name}.json"
         if not (nb.exists() and rec.exists()):
             return None
         r = json.loads(rec.read_text())
-        found.append({"name": name, "seconds": _duration(nb) or 0, "trained": r.get("trained_this_run"),
-                      "tasks": r.get("tasks"), "seeds": len(r["parameters"]["rounds"][0]["seeds"])})
-    if any(f["trained"] is None for f in found):
-        return None
-    return {"seconds": sum(f["seconds"] for f in found), "trained": sum(f["trained"] for f in found),
-            "tasks": sum(f["tasks"] for f in found), "seeds": found[0]["seeds"], "per_notebook": found}
+        if not r.get("tasks"):  # a record from before the studies counted what they trained
+            return None
+        found.append({"name": name, "seconds": notebooks.recorded_seconds(nb) or 0, **r["tasks"],
+                      "seeds": len(r["parameters"]["rounds"][0]["seeds"])})
+    total = {k: sum(f[k] for f in found) for k in ("seconds", "total", "trained", "copied", "done_before")}
+    return {**total, "seeds": found[0]["seeds"], "per_notebook": found}
 
 
-def _rho(r: float | None, c: dict | None) -> str:
+def _rho(r: float | None, by_seed: dict | None, c: dict | None) -> str:
     if r is None:
         return "—"
-    return f"{r:.2f}" + (f" (noise ceiling {c['mean']:.2f}, {c['min']:.2f} to {c['max']:.2f})" if c else "")
+    if not (by_seed and c):
+        return f"{r:.2f}"
+    return f"{r:.2f}; seed by seed {by_seed['mean']:.2f}, noise ceiling {c['mean']:.2f} ({c['min']:.2f} to {c['max']:.2f})"
 
 
-def studies() -> str:
-    rows = ["| study | default budget: seeds, points | Spearman ρ vs full, all points | over the full budget's best ten |"
-            " its best point | that point at the full budget | full-budget best |",
+def studies_() -> str:
+    rows = ["| study | default budget | Spearman ρ vs full, all points (means; seed by seed; ceiling) | "
+            f"over the full budget's best {studies.TOP_K} | its best point | that point at the full budget | full-budget best |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name in notebooks.STUDIES[1:] + notebooks.STUDIES[:1]:  # 04, 05, 06
         r = _json(f"{name}.json")
         names = list(r["parameters"]["grid"])
         f = r.get("against_full") or {}
         b = r["best"]
-        seeds = r["parameters"]["rounds"][0]["seeds"]
-        top = _rho(f.get("spearman_top"), f.get("ceiling_top")) if f.get("n_top", 0) < f.get("n_points", 0) else "(all points)"
-        rows.append(f"| {name} | {len(seeds)} seeds, {len(r['rows'])} points | {_rho(f.get('spearman'), f.get('ceiling'))} | {top} "
-                    f"| {_point(b, names)}: {_spread(b['val_acc_mean'], b['val_acc_std'], b['n_seeds'])} "
-                    f"| {_pct(f.get('pick_full_mean'))}% ({'within' if f.get('within_noise') else 'outside'} noise of the full best) "
-                    f"| {_point(f['full_best'], names)}: {_pct(f['full_best']['val_acc_mean'])}% |" if f else
-                    f"| {name} | {len(seeds)} seeds | — | — | {_point(b, names)} | — | — |")
+        seeds = sorted({s for row in r["rows"] for s in row.get("seeds", [])})
+        head = f"| {name} | {len(seeds)} seeds, {len(r['rows'])} points | "
+        best = f"{studies.point_words(b, names)}: {_spread(b['val_acc_mean'], b['val_acc_std'], b['n_seeds'])}"
+        if not f:
+            rows.append(head + f"— | — | {best} | — | — |")
+            continue
+        top = (_rho(f.get("spearman_top"), f.get("by_seed_top"), f.get("ceiling_top"))
+               if f.get("n_top", 0) < f.get("n_points", 0) else "(all points)")
+        rows.append(head + f"{_rho(f.get('spearman'), f.get('by_seed'), f.get('ceiling'))} | {top} | {best} | "
+                    f"{_pct(f.get('pick_full_mean'))}, {_noise(f.get('within_noise'))} | "
+                    f"{studies.point_words(f['full_best'], names)}: {_pct(f['full_best']['val_acc_mean'])} |")
     return "\n".join(rows) + "\n"
 
 
 def recipes() -> str:
-    path = paths.figures_dir() / "full" / "06_recipes.json"
-    if not path.exists():
-        return "No committed recipe comparison: run `make compare-recipes`.\n"
     from . import final
 
     c = final.load_comparison()
+    if c is None:
+        return "No committed recipe comparison: run `make compare-recipes`.\n"
     rows = ["| recipe | validation, mean ± std over seeds | one seed: s on one core (s of the machine) |",
             "| --- | --- | --- |"]
     for r in c["rows"]:
-        chosen = r["recipe"] == c["chosen"]
-        mark = "**" if chosen else ""
-        rows.append(f"| {mark}{r['recipe']}{mark}{' (chosen)' if chosen else ''} | "
+        mark = "**" if r["recipe"] == c["chosen"] else ""
+        rows.append(f"| {mark}{r['recipe']}{mark}{' (chosen)' if mark else ''} | "
                     f"{mark}{_spread(r['val_acc_mean'], r['val_acc_std'], r['n_seeds'])}{mark} | "
                     f"{r['seconds_per_seed']:.0f} ({r['machine_seconds_per_seed']:.0f}) |")
     return "\n".join(rows) + "\n"
@@ -174,15 +184,14 @@ def recipes() -> str:
 
 def speed() -> str:
     rows = ["| notebook | `make reproduce` (default budget) | `make reproduce-full` |", "| --- | --- | --- |"]
-    fulls = _full_runs() or {"per_notebook": []}
-    per_full = {f["name"]: f for f in fulls["per_notebook"]}
+    fulls = _full_runs()
+    per_full = {f["name"]: f for f in fulls["per_notebook"]} if fulls else {}
     for name in notebooks.ORDER:
-        d = _duration(paths.NOTEBOOKS / f"{name}.ipynb")
+        d = notebooks.recorded_seconds(paths.NOTEBOOKS / f"{name}.ipynb")
         f = per_full.get(name)
-        rows.append(f"| {name} | {_minutes(d) if d else '—'} | "
-                    + (f"{_minutes(f['seconds'])} ({f['trained']} of {f['tasks']} tasks trained)" if f else "—") + " |")
-    total = sum(_duration(paths.NOTEBOOKS / f"{n}.ipynb") or 0 for n in notebooks.ORDER)
-    rows.append(f"| **total** | **{_minutes(total)}** | " + (f"**{_minutes(fulls['seconds'])}**" if per_full else "—") + " |")
+        rows.append(f"| {name} | {_minutes(d) if d else '—'} | " + (f"{_minutes(f['seconds'])} ({_tasks(f)})" if f else "—") + " |")
+    rows.append(f"| **total** | **{_minutes(_reproduce_seconds())}** | "
+                + (f"**{_minutes(fulls['seconds'])}**" if fulls else "—") + " |")
     return "\n".join(rows) + "\n"
 
 
@@ -204,8 +213,8 @@ def _key_values(read) -> list[dict]:
         record = read(name)
         value, std = get(record)
         if isinstance(value, dict):  # a study's best point: which point, and its mean
-            names = list(record["parameters"]["grid"])
-            out.append({"result": label, "point": _point(value, names), "mean": value["val_acc_mean"], "std": std})
+            out.append({"result": label, "point": studies.point_words(value, list(record["parameters"]["grid"])),
+                        "mean": value["val_acc_mean"], "std": std})
         else:
             out.append({"result": label, "mean": value, "std": std})
     return out
@@ -226,22 +235,25 @@ def snapshot(rev: str, cpu: str) -> Path:
 def machines() -> str:
     path = paths.figures_dir() / PREVIOUS
     if not path.exists():
-        return "No earlier run on another machine is recorded (`python -m helpers.readme snapshot REV --cpu NAME`).\n"
+        return "No earlier run on another machine is recorded (`python -m helpers.readme --snapshot REV --cpu NAME`).\n"
     before = json.loads(path.read_text())
-    now = _key_values(_json)
+    then = {v["result"]: v for v in before["results"]}
     cpu_now = _json("07_test_eval.json")["versions"].get("cpu", "this machine")
     p = before["parameters"]
     rows = [f"| result | committed run ({cpu_now}, {_run_day(paths.NOTEBOOKS / '07_test_eval.ipynb')}) | "
             f"commit {p['commit']} ({p['cpu']}, {p['day']}) |", "| --- | --- | --- |"]
-    for a, b in zip(now, before["results"]):
-        def cell(v):
-            return (f"{v['point']}: " if "point" in v else "") + f"{_pct(v['mean'])}%" + (
-                f" ± {_pct(v['std'])}" if v["std"] is not None else "")
-        rows.append(f"| {a['result']} | {cell(a)} | {cell(b)} |")
+
+    def cell(v: dict | None) -> str:
+        if v is None:
+            return "—"
+        return (f"{v['point']}: " if "point" in v else "") + _pct(v["mean"]) + (
+            f" ± {100 * v['std']:.2f}" if v["std"] is not None else "")
+    for now in _key_values(_json):
+        rows.append(f"| {now['result']} | {cell(now)} | {cell(then.get(now['result']))} |")
     return "\n".join(rows) + "\n"
 
 
-RENDERERS = {"results": results, "studies": studies, "recipes": recipes, "speed": speed, "machines": machines}
+RENDERERS = {"results": results, "studies": studies_, "recipes": recipes, "speed": speed, "machines": machines}
 
 
 def render(text: str) -> str:

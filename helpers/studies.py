@@ -13,7 +13,6 @@ training digits). The trials themselves run on `helpers.workers` (queue, process
 from __future__ import annotations
 
 import contextlib
-import datetime
 import hashlib
 import itertools
 import json
@@ -102,11 +101,10 @@ def run(notebook: str, *, grid: dict, budget: str = "default", epochs: int, seed
     spec = {"fixed": settings.fixed, "data": data_fingerprint(prepared)}
     name = study_name(notebook, spec)
     storage_ = W.open_storage(url, name)
-    started = datetime.datetime.now()  # Optuna stamps trials with naive local times
     with contextlib.ExitStack() as stack:
         if not W.is_rdb(storage_):  # one notebook at a time runs a journal study
             stack.enter_context(W.sole_coordinator(name))
-        seconds = _run_rounds(settings, name, url, storage_, fraction, spec, log)
+        seconds, tasks = _run_rounds(settings, name, url, storage_, fraction, spec, log)
         study = optuna.load_study(study_name=name, storage=storage_)
 
     names = list(settings.grid)
@@ -120,13 +118,9 @@ def run(notebook: str, *, grid: dict, budget: str = "default", epochs: int, seed
             and W.task_of(t)["fraction"] == fraction and COPIED not in t.user_attrs]
     trained = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds() \
         if done else None
-    # what this run trained itself: a notebook re-rendered from a finished study says 0, and its
-    # seconds are not a training time
-    this_run = [t for t in done if t.datetime_start >= started]
     result = StudyResult(settings, name, {label: table}, label, best, close, noise, seconds)
     result.extra.update(fraction=fraction, storage=W.masked(url) or f"journal {paths.show(W.journal_path(name))}",
-                        trained_seconds=trained, trained_this_run=len(this_run),
-                        tasks=len(points) * len(settings.rounds[0].seeds))
+                        trained_seconds=trained, tasks=tasks)
     result.full = compare_with_full(result) if budget == "default" else None
     result.path = save(result, prepared)
     return result
@@ -193,10 +187,20 @@ def _existing_study(storage_, url: str | None, name: str) -> optuna.Study | None
     return optuna.load_study(study_name=name, storage=W.open_storage(None, name))
 
 
+def _finished(study: optuna.Study) -> dict[int, tuple]:
+    """Finished trial numbers -> (task key, whether the trial was copied from a sibling study)."""
+    return {t.number: (W.task_key(W.task_of(t)), COPIED in t.user_attrs)
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if W.task_of(t)}
+
+
 def _run_rounds(settings: P.StudySettings, name: str, url: str | None, storage_, fraction: float, spec: dict,
-                log) -> float:
-    """Queue and train each round's tasks; returns the seconds it took."""
+                log) -> tuple[float, dict]:
+    """Queue and train each round's tasks; returns the seconds it took and what this run did with
+    its tasks: how many it trained, copied from a sibling, or found done (a notebook re-rendered
+    from a finished study trained none, and its seconds are no training time)."""
     study = optuna.create_study(study_name=name, storage=storage_, direction="maximize", load_if_exists=True)
+    before = _finished(study)
+    keys: set = set()   # this run's tasks (the study may hold other budgets' too)
     if "spec" not in study.user_attrs:
         study.set_user_attr("spec", spec)
     if not W.is_rdb(storage_):
@@ -214,6 +218,7 @@ def _run_rounds(settings: P.StudySettings, name: str, url: str | None, storage_,
             chosen = points
         tasks = [{**pt, "seed": s, "epochs": rnd.epochs, "fraction": fraction}
                  for pt in chosen for s in rnd.seeds]
+        keys |= {W.task_key(t) for t in tasks}
         # longest first (small batches take the most steps), one seed's points side by side
         tasks.sort(key=lambda t: (t.get("batch_size", 0), t["seed"], t.get("lr", 0)))
         copied = adopt(settings.notebook, study, storage_, url, spec, tasks)
@@ -226,7 +231,10 @@ def _run_rounds(settings: P.StudySettings, name: str, url: str | None, storage_,
             + (f", {len(state['failed'])} failed for good" if state["failed"] else ""))
         if state["queued"] or state["pending"]:
             W.run_trials(study, storage_, url, settings.workers, log)
-    return time.perf_counter() - start
+    new = [copied for n, (key, copied) in _finished(study).items() if n not in before and key in keys]
+    return time.perf_counter() - start, {
+        "total": len(keys), "trained": new.count(False), "copied": new.count(True),
+        "done_before": len({key for key, _ in before.values()} & keys)}
 
 
 def _plain(v):
@@ -262,8 +270,8 @@ def point_rows(study: optuna.Study, points: list[dict], epochs: int, fraction: f
     Columns: the grid parameters, epochs, fraction, n_seeds, seeds, val_acc (list, one per
     seed), val_acc_mean, val_acc_std (NaN for one seed), val_loss/train_acc/train_loss means,
     seconds_per_epoch (per model; per seed in seconds_per_epoch_seeds, and how many models shared
-    each seed's stack in models_in_stack), diverged (seeds whose loss went non-finite), collapsed (seeds
-    that ended below COLLAPSED), state ("complete", or
+    each seed's stack in models_in_stack), diverged (seeds whose loss went non-finite), failed (seeds
+    that failed to train: diverged, or ended below COLLAPSED), state ("complete", or
     "failed" with `failure` when every run failed), curve_mean / curve_std (val_acc per epoch).
     """
     trials = trial_rows(study)
@@ -290,7 +298,8 @@ def point_rows(study: optuna.Study, points: list[dict], epochs: int, fraction: f
                        seconds_per_epoch=done["seconds_per_epoch"].astype(float).mean(),
                        seconds_per_epoch_seeds=done["seconds_per_epoch"].astype(float).tolist(),
                        models_in_stack=[None if pd.isna(k) else int(k) for k in done["models_in_stack"]],
-                       diverged=int(done["diverged"].notna().sum()), collapsed=int((accs < COLLAPSED).sum()),
+                       diverged=int(done["diverged"].notna().sum()),
+                       failed=int((done["diverged"].notna().to_numpy() | (accs < COLLAPSED)).sum()),
                        state="complete",
                        curve_mean=curves.mean(0).tolist(),
                        curve_std=(curves.std(0, ddof=1) if len(curves) > 1 else np.full(curves.shape[1], np.nan)).tolist())
@@ -378,14 +387,17 @@ def compare_with_full(result: StudyResult) -> dict | None:
     se = s * math.sqrt(1 / int(fbest["n_seeds"]) + 1 / n_pick) if s else None
     gap = float(fbest["val_acc_mean"]) - pick_full
     trained = {tuple(_plain(r[n]) for n in names) for _, r in result.table.iterrows() if r["n_seeds"] > 0}
+    mine_top = result.table.merge(top[names], on=names)
     return {"spearman": rho, "n_points": len(joined),
             "spearman_top": _spearman(top_joined["val_acc_mean"], top_joined["val_acc_mean_full"]),
             "n_top": len(top_joined), "ceiling": seed_ceiling(fr), "ceiling_top": seed_ceiling(top),
+            "by_seed": seed_agreement(result.table, fr, names), "by_seed_top": seed_agreement(mine_top, top, names),
             "full_best": {n: _plain(fbest[n]) for n in names}
             | {"val_acc_mean": float(fbest["val_acc_mean"]), "n_seeds": int(fbest["n_seeds"])},
             "pick_full_mean": pick_full, "gap": gap, "se": se,
             "pick_full_rank": full_rank.get(tuple(result.best[n] for n in names)), "n_full": len(order),
-            "within_noise": bool(se is not None and gap < NOISE_Z * se),
+            # None: no noise estimate, or the pick has no full-budget result to be judged by
+            "within_noise": None if se is None or not np.isfinite(gap) else bool(gap < NOISE_Z * se),
             "full_top_untrained": [dict(zip(names, k)) for k in list(full_rank)[:5] if k not in trained],
             "full_seeds": full.get("parameters", {}).get("rounds", [{}])[0].get("seeds"),
             "joined": joined}
@@ -399,21 +411,45 @@ def _spearman(a: pd.Series, b: pd.Series) -> float | None:
     return float(rho) if np.isfinite(rho) else None
 
 
-def seed_ceiling(rows: pd.DataFrame) -> dict | None:
-    """What noise alone allows: Spearman between two seeds of the same points, for every pair of seeds.
+def _by_seed(rows: pd.DataFrame) -> list[dict]:
+    """Each row's accuracy per seed: [{seed: val_acc}], one dict per point."""
+    return [dict(zip(r["seeds"], r["val_acc"])) for _, r in rows.iterrows()]
 
-    Two budgets cannot agree on a ranking better than one budget agrees with itself when only
-    the seed changes. Single seeds are noisier than the means the budgets are compared by, so
-    this ceiling is on the low side: a budget comparison well below it is the proxy's fault.
-    """
-    per_seed = [dict(zip(r["seeds"], r["val_acc"])) for _, r in rows.iterrows()]
-    seeds = sorted(set.intersection(*(set(p) for p in per_seed))) if per_seed else []
-    rhos = [_spearman(pd.Series([p[a] for p in per_seed]), pd.Series([p[b] for p in per_seed]))
-            for a, b in itertools.combinations(seeds, 2)]
-    rhos = [r for r in rhos if r is not None]
+
+def _pairwise(a: list[dict], b: list[dict], pairs) -> dict | None:
+    """Spearman between seed i of `a` and seed j of `b`, over the points holding both, for (i, j) in
+    `pairs`: mean, min, max over the pairs that give a value."""
+    rhos = []
+    for i, j in pairs:
+        both = [(x[i], y[j]) for x, y in zip(a, b) if i in x and j in y]
+        rho = _spearman(pd.Series([u for u, _ in both]), pd.Series([v for _, v in both]))
+        if rho is not None:
+            rhos.append(rho)
     if not rhos:
         return None
     return {"mean": float(np.mean(rhos)), "min": float(min(rhos)), "max": float(max(rhos)), "pairs": len(rhos)}
+
+
+def seed_ceiling(rows: pd.DataFrame) -> dict | None:
+    """What noise alone allows: Spearman between two seeds of the same points, for every pair of seeds.
+
+    Two budgets cannot be expected to order points more alike than one budget orders them when
+    only the seed changes. It is a statistic of single seeds, so it is compared with the budgets'
+    agreement seed by seed (`seed_agreement`), not with that of their means.
+    """
+    values = _by_seed(rows)
+    seeds = sorted({k for v in values for k in v})
+    return _pairwise(values, values, itertools.combinations(seeds, 2))
+
+
+def seed_agreement(mine: pd.DataFrame, full: pd.DataFrame, names: list[str]) -> dict | None:
+    """Spearman between a seed of this budget and a seed of the full one, over the points both hold,
+    for every such pair of seeds: the budgets' agreement at the ceiling's own granularity."""
+    joined = mine[[*names, "seeds", "val_acc"]].merge(full[[*names, "seeds", "val_acc"]], on=names,
+                                                       suffixes=("", "_full"))
+    a = _by_seed(joined)
+    b = _by_seed(joined.drop(columns=["seeds", "val_acc"]).rename(columns={"seeds_full": "seeds", "val_acc_full": "val_acc"}))
+    return _pairwise(a, b, itertools.product(sorted({k for v in a for k in v}), sorted({k for v in b for k in v})))
 
 
 # ----------------------------------------------------------------------------------------- saving
@@ -433,7 +469,6 @@ def save(result: StudyResult, prepared: data.Prepared) -> Path:
         tables={k: v for k, v in tables.items() if k != result.final}, best=result.best,
         indistinguishable=result.indistinguishable, noise_std=result.noise_std, seconds=result.seconds,
         trained_seconds=result.extra.get("trained_seconds"), tasks=result.extra.get("tasks"),
-        trained_this_run=result.extra.get("trained_this_run"),
         data=data_fingerprint(prepared), against_full=full)
     return store.save_json(folder / f"{s.notebook}.json", record)
 
@@ -455,15 +490,15 @@ def shown(result: StudyResult):
     out["seeds"] = t["n_seeds"]
     out["seconds per model-epoch"] = t.get("seconds_per_epoch", pd.Series(dtype=float)).map(
         lambda v: "" if not np.isfinite(v) else f"{v:.2f}")
-    failed = t.get("diverged", pd.Series(0, index=t.index)).fillna(0) + t.get("collapsed", pd.Series(0, index=t.index)).fillna(0)
-    out["seeds that failed to train (diverged or collapsed)"] = failed.astype(int)
+    out["seeds that failed to train (diverged or collapsed)"] = t.get("failed", pd.Series(0, index=t.index)).fillna(0).astype(int)
     return out.style.hide(axis="index")
 
 
 WORDS = {"lr": "peak lr", "batch_size": "batch"}
 
 
-def _point(p: dict, names) -> str:
+def point_words(p: dict, names) -> str:
+    """A grid point in words: \"peak lr 0.05 / batch 32\"."""
     return " / ".join(f"{WORDS.get(n, n)} {p[n]:g}" if isinstance(p[n], float) else f"{WORDS.get(n, n)} {p[n]}"
                       for n in names)
 
@@ -478,33 +513,32 @@ def _failures(result: StudyResult) -> list[str]:
     t, names = result.table, list(result.settings.grid)
     out = []
     for _, r in t[t["state"] == "complete"].iterrows():
-        bad = int(r.get("diverged", 0) or 0) + int(r.get("collapsed", 0) or 0)
+        bad = int(r.get("failed", 0) or 0)
         if bad:
-            out.append(f"{_point(r, names)} ({bad} of {int(r['n_seeds'])} seeds, mean {_pct(r['val_acc_mean'])}%)")
-    out += [f"{_point(r, names)} (every run failed: {r.get('failure')})" for _, r in t[t["state"] == "failed"].iterrows()]
+            out.append(f"{point_words(r, names)} ({bad} of {int(r['n_seeds'])} seeds, mean {_pct(r['val_acc_mean'])}%)")
+    out += [f"{point_words(r, names)} (every run failed: {r.get('failure')})" for _, r in t[t["state"] == "failed"].iterrows()]
     return out
 
 
 def failed_points(result: StudyResult) -> list[str]:
     """The points where some seed failed to train: a fact nbval can check, unlike their accuracies."""
     t, names = result.table, list(result.settings.grid)
-    none = pd.Series(0, index=t.index)
-    bad = (t.get("diverged", none).fillna(0) + t.get("collapsed", none).fillna(0) > 0) | (t["state"] == "failed")
-    return [_point(r, names) for _, r in t[bad].iterrows()]
+    bad = (t.get("failed", pd.Series(0, index=t.index)).fillna(0) > 0) | (t["state"] == "failed")
+    return [point_words(r, names) for _, r in t[bad].iterrows()]
 
 
 def verdict(result: StudyResult) -> str:
     """The study's answer, as Markdown: the best point by mean, and what noise cannot separate from it."""
     names = list(result.settings.grid)
     b = result.best
-    lines = [f"- **Best by mean:** {_point(b, names)}, {_acc(b['val_acc_mean'], b['val_acc_std'], b['n_seeds'])}, "
+    lines = [f"- **Best by mean:** {point_words(b, names)}, {_acc(b['val_acc_mean'], b['val_acc_std'], b['n_seeds'])}, "
              f"{result.final}."]
     if result.noise_std is None:
         lines.append("- One seed per point: no estimate of the noise, so no point can be ruled out.")
     else:
         lines.append(f"- Seed-to-seed noise (standard deviation pooled over the better half of the points): "
                      f"{_pct(result.noise_std)} points.")
-        close = "; ".join(f"{_point(c, names)} ({_pct(c['val_acc_mean'])}%)" for c in result.indistinguishable)
+        close = "; ".join(f"{point_words(c, names)} ({_pct(c['val_acc_mean'])}%)" for c in result.indistinguishable)
         lines.append(f"- Within noise of the best (gap under {NOISE_Z:g} standard errors): {close}." if close
                      else "- No other point is within noise of the best.")
     failed = _failures(result)
@@ -513,22 +547,21 @@ def verdict(result: StudyResult) -> str:
     return "\n".join(lines)
 
 
-def _ceiling(c: dict | None) -> str:
-    if c is None:
-        return "no ceiling: the full budget has fewer than two seeds"
-    spread = f", {c['min']:.2f} to {c['max']:.2f} over {c['pairs']} pairs of seeds" if c["pairs"] > 1 else ""
-    return f"two full-budget seeds of the same points agree to {c['mean']:.2f}{spread}"
-
-
-def _agreement(rho: float | None, c: dict | None) -> str:
-    """How a budget-vs-full correlation stands against what seed noise alone allows."""
-    if rho is None:
-        return "undefined (ties, or too few points)"
-    if c is None:
-        return f"{rho:.2f}"
-    word = ("as well as noise allows" if rho >= c["min"] else
-            "less well than two seeds of the full budget agree with each other")
-    return f"{rho:.2f}, {word}: {_ceiling(c)}"
+def _agreement(rho: float | None, by_seed: dict | None, ceiling: dict | None) -> str:
+    """A budget-vs-full rank correlation of means, then seed by seed beside its noise ceiling."""
+    text = "undefined (ties, or too few points)" if rho is None else f"{rho:.2f}"
+    if by_seed is None or ceiling is None:
+        return text + " (no noise ceiling: it needs two seeds of each point at the full budget)"
+    c, b = ceiling, by_seed
+    if b["mean"] >= c["mean"]:
+        word = "no worse than two full-budget seeds agree with each other: seed noise, not the cheaper budget, limits it"
+    elif b["mean"] >= c["min"]:
+        word = "within the range that two full-budget seeds span"
+    else:
+        word = "less well than any two full-budget seeds agree: the cheaper budget orders these points differently"
+    return (f"{text} for the means. Seed by seed, a seed here and a seed of the full budget agree to {b['mean']:.2f} "
+            f"on average ({b['pairs']} pairs), two full-budget seeds to {c['mean']:.2f} (the noise ceiling, "
+            f"{c['min']:.2f} to {c['max']:.2f} over {c['pairs']} pairs): {word}")
 
 
 def verdict_full(result: StudyResult) -> str:
@@ -542,20 +575,23 @@ def verdict_full(result: StudyResult) -> str:
                 "run `make reproduce-full` to measure how well this budget stands in for the seed's.")
     fb = f["full_best"]
     seeds = f["full_seeds"] or []
-    lines = [f"- **Full budget** ({budget_label(P.FULL_EPOCHS, 1.0)} on all digits, {len(seeds)} seeds): best {_point(fb, names)} at {_pct(fb['val_acc_mean'])}%.",
-             f"- This budget's pick, {_point(result.best, names)}, reaches {_pct(f['pick_full_mean'])}% there "
-             f"(rank {f['pick_full_rank']} of {f['n_full']}): {100 * f['gap']:.2f} points below the full best, "
-             + (f"{'within' if f['within_noise'] else 'outside'} noise ({NOISE_Z:g} standard errors = "
-                f"{100 * NOISE_Z * f['se']:.2f} points)." if f["se"] else "with no estimate of the noise."),
+    lines = [f"- **Full budget** ({budget_label(P.FULL_EPOCHS, 1.0)} on all digits, {len(seeds)} seeds): best {point_words(fb, names)} at {_pct(fb['val_acc_mean'])}%.",
+             (f"- This budget's pick, {point_words(result.best, names)}, reaches {_pct(f['pick_full_mean'])}% there "
+              f"(rank {f['pick_full_rank']} of {f['n_full']}): {100 * f['gap']:.2f} points below the full best, "
+              + (f"{'within' if f['within_noise'] else 'outside'} noise ({NOISE_Z:g} standard errors = "
+                 f"{100 * NOISE_Z * f['se']:.2f} points)." if f["within_noise"] is not None
+                 else "with no estimate of the noise to judge that by.")
+              if f["pick_full_rank"] else
+              f"- This budget's pick, {point_words(result.best, names)}, has no full-budget result to compare."),
              f"- Rank agreement (Spearman's ρ: 1 when both budgets order the points alike, 0 when unrelated) "
-             f"over all {f['n_points']} points: {_agreement(f['spearman'], f['ceiling'])}."]
+             f"over all {f['n_points']} points: {_agreement(f['spearman'], f['by_seed'], f['ceiling'])}."]
     if f["n_top"] < f["n_points"]:
         lines.append(f"- Over the full budget's best {f['n_top']}, where the choice is made: "
-                     f"{_agreement(f['spearman_top'], f['ceiling_top'])}.")
+                     f"{_agreement(f['spearman_top'], f['by_seed_top'], f['ceiling_top'])}.")
     missing = f["full_top_untrained"]
     lines.append("- Of the full budget's five best points, " + (
         "every one was trained here: none was dropped." if not missing else
-        "these were not trained here: " + "; ".join(_point(m, names) for m in missing) + "."))
+        "these were not trained here: " + "; ".join(point_words(m, names) for m in missing) + "."))
     return "\n".join(lines)
 
 
@@ -564,29 +600,32 @@ def conclusion(result: StudyResult) -> str:
     names = list(result.settings.grid)
     b, close = result.best, result.indistinguishable
     text = [f"At {'the full' if result.settings.budget == 'full' else 'this'} budget ({result.final}) the best "
-            f"point is {_point(b, names)}, at {_acc(b['val_acc_mean'], b['val_acc_std'], b['n_seeds'])}."]
+            f"point is {point_words(b, names)}, at {_acc(b['val_acc_mean'], b['val_acc_std'], b['n_seeds'])}."]
     if result.noise_std is None:
         text.append("With one seed per point, nothing can be ruled out.")
     elif close:
         text.append(f"{len(close)} other point{'s are' if len(close) > 1 else ' is'} within noise of it, so "
                     f"{'these seeds cannot put them in order' if len(close) > 1 else 'the two cannot be ranked'}.")
     else:
-        text.append("Every other point is more than two standard errors below it.")
+        text.append(f"Every other point is more than {NOISE_Z:g} standard errors below it.")
     ok = result.table[(result.table["state"] == "complete")]
     worst = ok.sort_values("val_acc_mean").iloc[0]
     if worst["val_acc_mean"] >= COLLAPSED:
-        text.append(f"The weakest point, {_point(worst, names)}, ends "
+        text.append(f"The weakest point, {point_words(worst, names)}, ends "
                     f"{100 * (b['val_acc_mean'] - worst['val_acc_mean']):.2f} points lower.")
     failed = _failures(result)
     if failed:
         text.append(f"{len(failed)} point{'s' if len(failed) > 1 else ''} failed to train in at least one seed.")
     f = result.full
-    if f is not None:
+    if f is not None and f["within_noise"] is not None:
         agree = f["within_noise"]
         text.append(f"At the full budget the pick is {'within' if agree else 'outside'} noise of the full best "
-                    f"({100 * f['gap']:.2f} points below {_point(f['full_best'], names)})"
+                    f"({100 * f['gap']:.2f} points below {point_words(f['full_best'], names)})"
                     + (", so this cheaper budget answers the seed's question." if agree else
-                       ": here the cheaper budget does not stand in for the full one.") )
+                       ": here the cheaper budget does not stand in for the full one."))
+    elif f is not None:
+        text.append("Whether the cheaper budget's pick holds at the full budget cannot be judged here: "
+                    + ("it has no full-budget result." if not f["pick_full_rank"] else "there is no noise estimate."))
     return " ".join(text)
 
 

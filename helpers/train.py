@@ -216,38 +216,39 @@ def _restore(path, model, scheduler, loader, run) -> list[dict]:
 
 
 def conclusion(history: list[dict], seconds: float, hidden: list, lr: float, batch_size: int) -> str:
-    """03's closing paragraph, as Markdown: this run, beside the seed's width at the full budget.
+    """03's closing paragraph, as Markdown: this run, beside the seed's model at the full budget.
 
-    The committed full-budget grid (figures/full/06_grid_search.json) trained the seed's 128-64
-    model at many (peak lr, batch) pairs with several seeds; the row at this run's pair says what
-    widening bought. One run here against a mean over seeds there: the difference is compared
-    with that row's seed spread, the only noise estimate at hand.
+    The committed full-budget grid (figures/full/06_grid_search.json) trained the seed's model at
+    many (peak lr, batch) pairs with several seeds; its row at this run's pair says what this
+    run's settings bought. One run here against a mean of n seeds there: their difference has a
+    standard deviation of s * sqrt(1 + 1/n), s that row's seed spread, the only noise estimate at hand.
     """
     import json
 
     from . import paths
 
     last, best = history[-1], max(history, key=lambda r: r["val_acc"])
-    text = [f"This run ({'–'.join(map(str, hidden))}, {len(history)} epochs, peak lr {lr:g}, batch {batch_size}) "
-            f"ends at {100 * last['val_acc']:.2f}% validation accuracy in {seconds:.0f} s; its best epoch, "
-            f"{best['epoch']}, reached {100 * best['val_acc']:.2f}%."]
+    text = [f"This run ({'–'.join(map(str, hidden))}, {len(history)} epoch{'s' if len(history) != 1 else ''}, "
+            f"peak lr {lr:g}, batch {batch_size}) ends at {100 * last['val_acc']:.2f}% validation accuracy in "
+            f"{seconds:.0f} s; its best epoch, {best['epoch']}, reached {100 * best['val_acc']:.2f}%."]
     path = paths.figures_dir() / "full" / "06_grid_search.json"
-    rows = json.loads(path.read_text())["rows"] if path.exists() else []
-    row = next((r for r in rows if math.isclose(r["lr"], lr) and r["batch_size"] == batch_size
+    grid = json.loads(path.read_text()) if path.exists() else {"rows": [], "parameters": {"fixed": {}}}
+    row = next((r for r in grid["rows"] if math.isclose(r["lr"], lr) and r["batch_size"] == batch_size
                 and r.get("val_acc_mean") is not None), None)
     if row is None:
         text.append(f"No committed full-budget result at this peak rate and batch size ({paths.show(path)}) "
-                    "to compare the seed's width with.")
+                    "to compare with.")
         return " ".join(text)
+    fixed = grid["parameters"]["fixed"]
     gap = 100 * (last["val_acc"] - row["val_acc_mean"])
-    std = 100 * (row["val_acc_std"] or 0)
-    if std and abs(gap) <= 2 * std:
-        verdict = (f"within two of its seed deviations: in {len(history)} epochs "
-                   f"{'the wider model' if sum(hidden) > 128 + 64 else 'this model'} does as well, "
-                   "and one run cannot say it does better")
+    noise = 100 * (row["val_acc_std"] or 0) * math.sqrt(1 + 1 / row["n_seeds"])
+    if noise and abs(gap) <= 2 * noise:
+        verdict = "within two standard deviations of such a difference: one run cannot tell the two apart"
     else:
-        verdict = f"{'above' if gap > 0 else 'below'} it" + (" by more than two of its seed deviations" if std else "")
-    text.append(f"The seed's 128–64 at the same peak rate and batch, trained for {P.FULL_EPOCHS} epochs on all digits, reached "
-                f"{100 * row['val_acc_mean']:.2f}% ± {std:.2f} over {row['n_seeds']} seeds. This run is "
-                f"{abs(gap):.2f} points {'higher' if gap > 0 else 'lower'}, {verdict}.")
+        verdict = ("by more than two standard deviations of such a difference" if noise
+                   else "(that row has no seed spread to judge the difference by)")
+    text.append(f"The committed full-budget grid trained {'–'.join(map(str, fixed['hidden']))} with dropout "
+                f"{fixed['dropout']}, at the same peak rate and batch, for {grid['rows'][0]['epochs']} epochs on all "
+                f"digits: {100 * row['val_acc_mean']:.2f}% ± {100 * (row['val_acc_std'] or 0):.2f} over "
+                f"{row['n_seeds']} seeds. This run is {abs(gap):.2f} points {'higher' if gap > 0 else 'lower'}, {verdict}.")
     return " ".join(text)

@@ -25,15 +25,14 @@ from pathlib import Path
 import pytest
 
 from helpers import notebooks, paths
-from helpers.studies import NOISE_Z
+from helpers.studies import COLLAPSED, NOISE_Z
 
 FRESH = os.environ.get(notebooks.FRESH_FIGURES_ENV)
 COMMITTED = paths.ROOT / "figures"
 STUDIES = ["04_lr_sweep", "05_batch_sweep", "06_grid_search"]
 # Chance is 0.1. A run that collapses (a rate too high for its batch) ends at one class or a few:
 # 0.11 and 0.28 in the committed grid, and where between the two is up to the machine. A point
-# counts as collapsed when any of its seeds ends below 0.5, far from both that and a working model.
-COLLAPSED = 0.5
+# counts as collapsed when any of its seeds ends below studies.COLLAPSED, far from both.
 
 needs_fresh = pytest.mark.skipif(
     not FRESH, reason=f"compares a fresh run with the committed JSON: `make test-notebooks` runs it "
@@ -54,7 +53,8 @@ def points(study: dict) -> dict[tuple, dict]:
 
 
 def collapsed(row: dict) -> bool:
-    return not all(acc >= COLLAPSED for acc in row["val_acc"])  # a NaN counts as collapsed
+    """Some seed failed to train, or none finished (a NaN or a missing value counts as failed)."""
+    return not row["val_acc"] or not all(acc is not None and acc >= COLLAPSED for acc in row["val_acc"])
 
 
 def same_facts(committed: dict, fresh: dict) -> dict:
@@ -97,9 +97,10 @@ def test_study_has_the_same_grid_seeds_data_and_collapsed_points(name):
     assert sorted(p for p, r in f.items() if collapsed(r)) == sorted(p for p, r in c.items() if collapsed(r))
 
 
-def pooled_std(rows: list[dict]) -> float:
+def pooled_std(rows: list[dict]) -> float | None:
+    rows = [r for r in rows if r["n_seeds"] > 1]   # one seed has no spread to pool
     dof = sum(r["n_seeds"] - 1 for r in rows)
-    return math.sqrt(sum((r["n_seeds"] - 1) * r["val_acc_std"] ** 2 for r in rows) / dof)
+    return math.sqrt(sum((r["n_seeds"] - 1) * r["val_acc_std"] ** 2 for r in rows) / dof) if dof else None
 
 
 def tolerances(study: dict) -> dict[tuple, float]:
@@ -121,9 +122,9 @@ def tolerances(study: dict) -> dict[tuple, float]:
     out = {}
     for plateau in (True, False):
         half = {p: r for p, r in working.items() if (r["val_acc_mean"] >= median) == plateau}
-        if half:
-            s = pooled_std(list(half.values()))
-            out |= {p: max(0.3, 100 * 4 * s * math.sqrt(2 / r["n_seeds"])) for p, r in half.items()}
+        s = pooled_std(list(half.values()))
+        # without a pool (one seed per point), the floor alone
+        out |= {p: max(0.3, 100 * 4 * s * math.sqrt(2 / r["n_seeds"])) if s else 0.3 for p, r in half.items()}
     return out
 
 
@@ -149,10 +150,14 @@ def test_study_best_is_within_noise_of_the_committed_best(name):
     key = lambda p: tuple(p[n] for n in names)  # noqa: E731
     pick, best = key(fresh["best"]), committed["best"]
     tied = {key(p) for p in committed["indistinguishable"]} | {key(best)}
+    if pick in tied:
+        return
+    if committed["noise_std"] is None:
+        pytest.skip("one seed per point: the committed run has no noise to judge a different pick by")
     row = points(committed)[pick]
     se = committed["noise_std"] * math.sqrt(1 / best["n_seeds"] + 1 / row["n_seeds"])
     gap = best["val_acc_mean"] - row["val_acc_mean"]
-    assert pick in tied or gap < NOISE_Z * se, \
+    assert gap < NOISE_Z * se, \
         f"fresh best {pick} is {100 * gap:.2f} points below the committed best {key(best)} (SE {100 * se:.2f})"
 
 
