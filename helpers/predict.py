@@ -157,25 +157,26 @@ def _powers(n: int, degree: int) -> np.ndarray:
     return np.linspace(-1, 1, n)[:, None] ** np.arange(degree + 1)
 
 
-def _background(gray: np.ndarray) -> np.ndarray:
+def _background(gray: np.ndarray, paper: np.ndarray) -> np.ndarray:
     """The paper (or board) behind the digit, as a smooth surface the shape of `gray`.
 
     Light multiplies what the paper reflects, so in the logarithm of the image uneven light (a
     gradient from the window, darker corners) adds a smooth surface that a low-order polynomial
     follows and a stroke cannot bend. It is fitted on a small copy, to the pixels close to the
-    previous fit only, so the ink is left out whatever its polarity (ink is the minority that
-    differs from the background). The order rises one step at a time from a flat level, and
-    "close" narrows as it rises: a surface fitted at once can bend into a bold digit, and one
-    that drops a steep corner early never gets it back.
+    previous fit only, so the ink is left out whatever its polarity: "close" as the residuals of
+    the `paper` pixels (`_paper`) centre and spread, which ink does not sway. The order rises
+    one step at a time from a flat level, and "close" narrows as it rises: a surface fitted at
+    once can bend into a bold digit, and one that drops a steep corner early never gets it back.
     """
     small = _shrink(gray, BACKGROUND_SIDE).astype(np.float64)
+    known = (_shrink(paper.astype(np.float32), BACKGROUND_SIDE) > 0.5).ravel()  # mostly paper
     values = np.log(np.maximum(small.ravel(), QUANTUM))
     # An overexposed pixel only says the light there is at least white: it may hold the
     # surface up, never pull it down (else the edge of a burnt-out patch looks like ink).
     saturated = small.ravel() >= SATURATED
     top = BACKGROUND_DEGREE if min(small.shape) >= 10 else 0  # a few pixels cannot carry a surface
     coef = np.zeros((top + 1, top + 1))  # coef[j, i] multiplies y^j x^i
-    coef[0, 0] = np.median(values)
+    coef[0, 0] = np.median(values[known])
     fit = np.full_like(values, coef[0, 0])
     for degree in range(1, top + 1):
         powers = [(j, i) for j in range(degree + 1) for i in range(degree + 1 - j)]
@@ -186,7 +187,7 @@ def _background(gray: np.ndarray) -> np.ndarray:
         for _ in range(BACKGROUND_ROUNDS):
             seen = np.where(saturated, np.maximum(values, fit), values)
             r = seen - fit
-            was, near = near, np.abs(r - np.median(r)) <= max(3 * _spread(r), tolerance)
+            was, near = near, np.abs(r - np.median(r[known])) <= max(3 * _spread(r[known]), tolerance)
             if was is not None and (near == was).all():
                 break
             # Least squares by its normal equations: 15 unknowns at most, well scaled on [-1, 1].
@@ -212,38 +213,62 @@ def _otsu(values: np.ndarray, bins: int = 256) -> float:
     return float(edges[1:][np.argmax(between)])
 
 
-def _ink(gray: np.ndarray) -> np.ndarray | None:
-    """Ink bright on 0, in [0, 1], background removed; None when no ink stands out of it.
+def _paper(work: np.ndarray) -> np.ndarray:
+    """The pixels to judge the paper by: all of them, or the paper's side of a clear split.
+
+    Estimates made on the whole image are robust to ink while ink is a minority. A digit cropped
+    to its ink, or filling its frame, leaves ink and its soft edges the majority, and the same
+    estimates then describe the ink. So when Otsu's threshold splits the image into two classes
+    further apart than NOISE_SIGMAS spreads of the tighter one (noise or uneven light on a blank
+    page splits far less clearly), the paper is the class that holds most of the border: a digit
+    reaches the border at its extremes only.
+    """
+    dark = work < _otsu(work.ravel())
+    border = np.concatenate([dark[0], dark[-1], dark[1:-1, 0], dark[1:-1, -1]])
+    paper = dark if border.mean() > 0.5 else ~dark
+    if paper.all():  # a single level: nothing to split
+        return paper
+    apart = abs(float(np.median(work[paper]) - np.median(work[~paper])))
+    if apart > NOISE_SIGMAS * max(min(_spread(work[paper]), _spread(work[~paper])), QUANTUM):
+        return paper
+    return np.ones_like(paper)
+
+
+def _ink(gray: np.ndarray, name: str) -> np.ndarray:
+    """Ink bright on 0, in [0, 1], background removed; ImageError (blank) when no ink stands out.
 
     The background is estimated from the image itself (`_background`), and the ink is on
     whichever side of it the image reaches furthest: dark ink on paper, light ink on a dark
     ground (a lighter sheet on grey paper reaches less far than the strokes on it). A pixel's
     strength is its difference from the background there, as a share of what ink could reach
     (black on paper, white on a dark ground), so a stroke in a shadowed corner counts as much
-    as one in the light. Noise, measured on the image, sets how weak ink may be; Otsu's
+    as one in the light. Noise, measured on the paper, sets how weak ink may be; Otsu's
     threshold separates strokes from their fringes, the median stroke becomes full ink, and
-    the soft (anti-aliased, blurred) edges between the noise floor and that are kept.
+    the soft (anti-aliased, blurred) edges between the noise floor and that are kept. A blank
+    image's error gives the contrast found and the noise, in those same units.
     """
     work = _shrink(gray, WORK_SIDE)
-    background = _background(work)
+    paper = _paper(work)
+    background = _background(work, paper)
     k = max(1, round(min(work.shape) / SMOOTH_DIVISOR))  # px: smooth no more than a stroke is wide
     residual = _box(work - background, k)
-    # Burnt-out white has no noise left to measure: measure it where the image is exposed,
-    # unless that is little more than the ink (a clean scan on white).
-    exposed = work < SATURATED
-    noise = max(_spread(residual[exposed] if exposed.mean() > 0.5 else residual), QUANTUM)
+    # Burnt-out white has no noise left to measure: measure it where the paper is exposed,
+    # unless most of the paper is burnt out (a clean scan on white).
+    exposed = paper & (work < SATURATED)
+    noise = max(_spread(residual[exposed] if exposed.sum() > paper.sum() / 2 else residual[paper]), QUANTUM)
     light, dark = np.percentile(residual, [100 - REACH_PERCENT, REACH_PERCENT])
-    if max(light, -dark) <= NOISE_SIGMAS * noise:
-        return None
-    if -dark > light:  # dark ink: its strength is the share of the paper's light it takes away
+    # Dark ink (and so a blank page): its strength is the share of the paper's light it takes away.
+    if -dark >= light:
         strength = -residual / np.maximum(background, MIN_LEVEL)
-        noise /= max(float(np.median(background)), MIN_LEVEL)
+        scale = max(float(np.median(background)), MIN_LEVEL)
     else:
         strength = residual / np.maximum(1 - background, MIN_LEVEL)
-        noise /= max(1 - float(np.median(background)), MIN_LEVEL)
+        scale = max(1 - float(np.median(background)), MIN_LEVEL)
+    contrast, noise = max(light, -dark) / scale, noise / scale
     floor = max(NOISE_SIGMAS * noise, BLANK_CONTRAST)
-    if strength.max() < floor:
-        return None
+    if contrast <= NOISE_SIGMAS * noise or strength.max() < floor:
+        raise ImageError(name, f"blank image: no digit found (no ink distinguishable from the background: "
+                               f"contrast {contrast:.1%}, noise {noise:.1%}; ink needs {floor:.1%})")
     cut = max(_otsu(strength[strength > floor / 2]), floor)  # strokes vs their fringes
     level = float(np.median(strength[strength >= cut]))  # a typical stroke: full ink from here up
     low = LOW_SIGMAS * noise
@@ -253,9 +278,7 @@ def _ink(gray: np.ndarray) -> np.ndarray | None:
 def preprocess(image: str | os.PathLike | Image.Image) -> torch.Tensor:
     """An image of one digit (path or PIL image) -> uint8 [28, 28], MNIST-style. Raises ImageError."""
     img, name = _open(image)
-    ink = _ink(_gray(img))
-    if ink is None:
-        raise ImageError(name, "blank image: no digit found (no ink distinguishable from the background)")
+    ink = _ink(_gray(img), name)
     rows, cols = _extent((ink > CROP_THRESHOLD).sum(1)), _extent((ink > CROP_THRESHOLD).sum(0))
     ink = ink[rows, cols]
     h, w = ink.shape

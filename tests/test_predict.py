@@ -36,19 +36,12 @@ def quick(mnist_raw, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def unseen_digits(mnist_raw):
-    """Digits the quick model never saw: training digits past the 12,000 it trains and validates on.
+    """200 digits the quick model never saw: training digits past the 12,000 it trains and validates on.
 
     (The MNIST test split is read by notebook 07 alone.)
     """
     images, labels = load_mnist("train", data_dir=mnist_raw, progress=False)
     return images[12000:12200], labels[12000:12200]
-
-
-@pytest.fixture(scope="module")
-def unseen_digits(mnist_raw):
-    """Training digits that `quick` never saw: the photo checks stay off the test split."""
-    images, labels = load_mnist("train", data_dir=mnist_raw, progress=False)
-    return images[12000:12010], labels[12000:12010]
 
 
 def centre_of_mass(img: torch.Tensor) -> tuple[float, float]:
@@ -61,6 +54,17 @@ def similar(a: torch.Tensor, b: torch.Tensor) -> float:
     """Cosine similarity of two images' pixels."""
     a, b = a.double().flatten(), b.double().flatten()
     return (a @ b / (a.norm() * b.norm())).item()
+
+
+def crop_to_ink(page: Image.Image, level: int, invert: bool = True) -> Image.Image:
+    """`page` (greyscale) cut to the bounding box of its pixels darker than `level` (lighter than
+    255 - `level` when not `invert`): the ink then touches all four sides."""
+    a = np.asarray(page.convert("L"))
+    ys, xs = np.nonzero(a < level if invert else a > 255 - level)
+    crop = a[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    ink = crop < level if invert else crop > 255 - level
+    assert ink[0].any() and ink[-1].any() and ink[:, 0].any() and ink[:, -1].any()
+    return Image.fromarray(crop)
 
 
 # --- preprocessing -------------------------------------------------------------------------------
@@ -124,6 +128,22 @@ def test_every_image_mode_gives_the_same_digit(mode, unseen_digits, tmp_path):
     assert similar(out, reference) > (0.98 if mode in ("JPEG", "P") else 0.999)
 
 
+@pytest.mark.parametrize("invert", [True, False], ids=["dark-on-light", "light-on-dark"])
+def test_digit_filling_its_frame_gives_the_uncropped_digit(invert, unseen_digits):
+    """No paper beyond the ink, either polarity: the same 28x28 as with a margin, centred like MNIST."""
+    for digit in unseen_digits[0][:10]:
+        for size, level in [(60, 250), (120, 128)]:
+            out = preprocess(crop_to_ink(render_digit(digit, size, (0, 0), size, invert), level, invert))
+            reference = preprocess(render_digit(digit, size, (size // 3, size // 4), 2 * size, invert))
+            cy, cx = centre_of_mass(out)
+            assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1
+            ys, xs = torch.nonzero(out, as_tuple=True)
+            assert ys.max() - ys.min() < 20 and xs.max() - xs.min() < 20 and out.max() == 255
+            # Centring rounds the centre of mass to a pixel: the two may differ by one.
+            assert max(similar(torch.roll(out, (dy, dx), (0, 1)), reference)
+                       for dy in (-1, 0, 1) for dx in (-1, 0, 1)) > 0.95
+
+
 def test_tiny_and_big_images(unseen_digits):
     tiny = np.full((5, 5), 255, np.uint8)
     tiny[1:4, 2] = 0  # a "1"
@@ -173,6 +193,19 @@ def test_blank_image_is_an_error(image):
         preprocess(image)
 
 
+@pytest.mark.parametrize("paper,ink,low,high", [(255, 255, 0, 0), (128, 128, 0, 0), (250, 240, 2, 5)],
+                         ids=["white", "grey", "faint-digit"])
+def test_blank_error_names_the_contrast_and_the_noise(paper, ink, low, high, unseen_digits):
+    """The message gives what was measured: a blank page shows no contrast, a faint digit (ink 4% darker than
+    its paper) shows its own, short of what ink needs."""
+    page = np.asarray(render_digit(unseen_digits[0][0], 60, (20, 20), 100).convert("L"), np.float64) / 255
+    with pytest.raises(ImageError, match="blank image: no digit found") as error:
+        preprocess(Image.fromarray(np.round(ink + (paper - ink) * page).astype(np.uint8)))
+    figures = re.search(r"contrast (\d+\.\d)%, noise (\d+\.\d)%; ink needs (\d+\.\d)%\)$", str(error.value))
+    contrast, noise, needs = map(float, figures.groups())
+    assert low <= contrast <= high and noise < 1 and needs == 10.0
+
+
 def _png_header_only(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims `width`x`height` (no pixel data: a bomb never gets that far)."""
     def chunk(kind: bytes, body: bytes) -> bytes:
@@ -211,6 +244,30 @@ def test_rendered_digits_are_recognized_as_well_as_the_originals(quick, unseen_d
         rendered.append(accuracy)
     assert original > 0.85
     assert min(rendered) >= original - 0.05, (original, rendered)
+
+
+def test_digits_cropped_to_their_ink_are_recognized_as_well_as_uncropped(quick, unseen_digits):
+    """Ink on all four borders (a crop to the ink, an enlarged low-resolution digit): read as with margins."""
+    _, model = quick
+    images, labels = unseen_digits
+    rng = np.random.default_rng(1)
+    cropped, uncropped = [], []
+    for size, level in [(28, 128), (64, 200), (200, 128)]:
+        canvas = size * 8 // 5
+        for img in images:
+            cropped.append(crop_to_ink(render_digit(img, size, (0, 0), size), level))
+            offset = tuple(int(v) for v in rng.integers(0, canvas - size + 1, 2))
+            uncropped.append(render_digit(img, size, offset, canvas))
+    for img in images:  # the 28x28 digit cropped to its ink, then enlarged 6 times
+        crop = crop_to_ink(render_digit(img, 28, (0, 0), 28), 128)
+        cropped.append(crop.resize((6 * crop.width, 6 * crop.height), Image.BICUBIC))
+    truth = labels.tolist() * 4
+
+    def accuracy(pages, truth):
+        return np.mean([p.digit == t for p, t in zip(predict_images(pages, model=model), truth)])
+
+    tight, loose = accuracy(cropped, truth), accuracy(uncropped, truth[:len(uncropped)])
+    assert loose > 0.9 and tight >= 0.97 * loose, (tight, loose)
 
 
 def test_mnist_digit_round_trips_through_preprocess(quick, unseen_digits, tmp_path):
