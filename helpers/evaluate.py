@@ -304,24 +304,29 @@ def rendered_accuracy(model: MLP, norm: data.Normalization, images: torch.Tensor
     """Accuracy on digits re-drawn as a user's image would be, against the same digits as given.
 
     `n` digits drawn at random (`sample`, with `seed`; all when None) are each drawn black on white
-    at every `size` px, at a random offset in a canvas 1.5x larger, then go through
+    at every `size` px, at a random offset in a canvas 1.5x larger, and also cropped to their ink
+    (no paper left at any border, as a crop tool that snaps to the digit leaves it), then go through
     `predict.preprocess` (grayscale, invert, crop, 20x20, centre of mass) and the same
     normalization as training. Every version carries its Wilson interval; each size, its exact
     McNemar test against the originals on the same digits (A: original, B: re-drawn).
     """
-    from .predict import preprocess, render_digit
+    from .predict import crop_to_ink, preprocess, render_digit
 
     idx = sample(len(images), n, seed)
     images, labels = images[idx], labels[idx]
     rng = np.random.default_rng(seed)
     original = predict_all(model, images, norm).argmax(1) == labels
     versions = [_version("original", original)]
+    def read(pages) -> torch.Tensor:
+        return predict_all(model, torch.stack([preprocess(p) for p in pages]), norm).argmax(1) == labels
+
     for size in sizes:
         canvas = int(size * 1.5)
-        drawn = [preprocess(render_digit(img, size, tuple(int(v) for v in rng.integers(0, canvas - size + 1, 2)),
-                                         canvas)) for img in images]
-        right = predict_all(model, torch.stack(drawn), norm).argmax(1) == labels
+        right = read(render_digit(img, size, tuple(int(v) for v in rng.integers(0, canvas - size + 1, 2)), canvas)
+                     for img in images)
         versions.append({**_version(f"{size}px", right), "mcnemar": mcnemar(original, right)})
+        right = read(crop_to_ink(render_digit(img, size, (0, 0), size)) for img in images)
+        versions.append({**_version(f"{size}px, cropped to its ink", right), "mcnemar": mcnemar(original, right)})
     return {"n": len(idx), "seed": seed, "versions": versions}
 
 

@@ -329,6 +329,16 @@ def render_digit(img28: torch.Tensor, size: int, offset: tuple[int, int], canvas
     return page
 
 
+def crop_to_ink(page: Image.Image, level: int = 128, invert: bool = True) -> Image.Image:
+    """`page` cut to the bounding box of its pixels darker than `level` (lighter than 255 - `level`
+    when not `invert`), as a crop tool that snaps to the digit does: the ink touches every side."""
+    a = np.asarray(page.convert("L"))
+    ys, xs = np.nonzero(a < level if invert else a > 255 - level)
+    if not len(ys):
+        raise ValueError(f"no pixel {'darker' if invert else 'lighter'} than level {level} to crop to")
+    return Image.fromarray(a[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
+
+
 def default_checkpoint() -> Path:
     """The final model notebook 06 saves."""
     return paths.data_dir() / "model.pt"

@@ -404,8 +404,8 @@ def compare_with_full(result: StudyResult) -> dict | None:
 
 
 def _spearman(a: pd.Series, b: pd.Series) -> float | None:
-    """Spearman's rank correlation; None when undefined (fewer than 3 points, or one side all ties)."""
-    if len(a) < 3:
+    """Spearman's rank correlation; None when undefined (fewer than 2 points, or one side all ties)."""
+    if len(a) < 2:
         return None
     rho = pd.Series(np.asarray(a, float)).corr(pd.Series(np.asarray(b, float)), method="spearman")
     return float(rho) if np.isfinite(rho) else None

@@ -191,6 +191,7 @@ def test_photos_and_rendered_digits_on_a_random_sample(mnist_raw):
     assert sum(b["n"] for b in photo["by_paper"]) == 40
     assert list(E.photo_table(photo)["digits"]) == [40] + [b["n"] for b in photo["by_paper"]]
     rendered = E.rendered_accuracy(model, NORM, images, labels, n=10, seed=3, sizes=(28, 56))
-    assert [v["version"] for v in rendered["versions"]] == ["original", "28px", "56px"]
+    assert [v["version"] for v in rendered["versions"]] == ["original", "28px", "28px, cropped to its ink", "56px",
+                                                            "56px, cropped to its ink"]
     assert all(v["mcnemar"] == {"a_only": 0, "b_only": 0, "p_value": 1.0} for v in rendered["versions"][1:])
-    assert len(E.rendered_table(rendered)) == 3
+    assert len(E.rendered_table(rendered)) == 5

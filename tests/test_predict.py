@@ -17,6 +17,7 @@ from helpers import data, model as M, paths, train as T
 from helpers.mnist import load_mnist
 from helpers.predict import (ImageError, Prediction, input_files, main, predict_images, preprocess,
                              render_digit)
+from helpers.predict import crop_to_ink as predict_crop_to_ink
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +58,12 @@ def similar(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def crop_to_ink(page: Image.Image, level: int, invert: bool = True) -> Image.Image:
-    """`page` (greyscale) cut to the bounding box of its pixels darker than `level` (lighter than
-    255 - `level` when not `invert`): the ink then touches all four sides."""
-    a = np.asarray(page.convert("L"))
-    ys, xs = np.nonzero(a < level if invert else a > 255 - level)
-    crop = a[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
-    ink = crop < level if invert else crop > 255 - level
+    """`predict.crop_to_ink`, checked: the ink then touches all four sides."""
+    crop = predict_crop_to_ink(page, level, invert)
+    a = np.asarray(crop)
+    ink = a < level if invert else a > 255 - level
     assert ink[0].any() and ink[-1].any() and ink[:, 0].any() and ink[:, -1].any()
-    return Image.fromarray(crop)
+    return crop
 
 
 # --- preprocessing -------------------------------------------------------------------------------
