@@ -9,7 +9,6 @@ listed too, with the source "a setting, not a measurement".
 
 QUOTED: dict[str, str] = {
     "73.78%": "the seed notebook's test accuracy, after it normalized training and test data differently",
-    "98%": "the seed notebook's validation accuracy, as it stated it",
     "95%": "the confidence level of the intervals and of the within-noise rule: a convention, not a measurement",
     "98.66%": "test accuracy of an earlier version of this repository (commit c0e6452, figures/07_test_eval.json)",
     "99.17%": "test accuracy of an earlier version of this repository (commit 2d235df, figures/07_test_eval.json)",
