@@ -294,9 +294,26 @@ def confident_mistakes(probs: torch.Tensor, labels: torch.Tensor, k: int = 20) -
 
 # --- digits drawn and photographed like a user's ---------------------------------------------------
 
-def _version(name: str, right: torch.Tensor) -> dict:
+def _version(name: str, right: torch.Tensor, refused: int = 0) -> dict:
     k, n = int(right.sum()), len(right)
-    return {"version": name, "accuracy": k / n, "wilson": wilson(k, n)}
+    return {"version": name, "accuracy": k / n, "wilson": wilson(k, n), "no_digit_found": refused}
+
+
+def _read(model: MLP, norm: data.Normalization, pages, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Which images `predict.preprocess` and the model read as their label, and how many were
+    refused (no digit found): a refused image counts as misread, as it would for a user."""
+    from .predict import ImageError, preprocess
+
+    seen, found = [], []
+    for page in pages:
+        try:
+            seen.append(preprocess(page))
+            found.append(True)
+        except ImageError:
+            seen.append(torch.zeros(28, 28, dtype=torch.uint8))
+            found.append(False)
+    right = (predict_all(model, torch.stack(seen), norm).argmax(1) == labels) & torch.tensor(found)
+    return right, found.count(False)
 
 
 def rendered_accuracy(model: MLP, norm: data.Normalization, images: torch.Tensor, labels: torch.Tensor,
@@ -310,23 +327,22 @@ def rendered_accuracy(model: MLP, norm: data.Normalization, images: torch.Tensor
     normalization as training. Every version carries its Wilson interval; each size, its exact
     McNemar test against the originals on the same digits (A: original, B: re-drawn).
     """
-    from .predict import crop_to_ink, preprocess, render_digit
+    from .predict import crop_to_ink, render_digit
 
     idx = sample(len(images), n, seed)
     images, labels = images[idx], labels[idx]
     rng = np.random.default_rng(seed)
     original = predict_all(model, images, norm).argmax(1) == labels
     versions = [_version("original", original)]
-    def read(pages) -> torch.Tensor:
-        return predict_all(model, torch.stack([preprocess(p) for p in pages]), norm).argmax(1) == labels
-
     for size in sizes:
         canvas = int(size * 1.5)
-        right = read(render_digit(img, size, tuple(int(v) for v in rng.integers(0, canvas - size + 1, 2)), canvas)
-                     for img in images)
-        versions.append({**_version(f"{size}px", right), "mcnemar": mcnemar(original, right)})
-        right = read(crop_to_ink(render_digit(img, size, (0, 0), size)) for img in images)
-        versions.append({**_version(f"{size}px, cropped to its ink", right), "mcnemar": mcnemar(original, right)})
+        right, refused = _read(model, norm, (render_digit(img, size, tuple(int(v) for v in rng.integers(
+            0, canvas - size + 1, 2)), canvas) for img in images), labels)
+        versions.append({**_version(f"{size}px", right, refused), "mcnemar": mcnemar(original, right)})
+        right, refused = _read(model, norm, (crop_to_ink(render_digit(img, size, (0, 0), size)) for img in images),
+                               labels)
+        versions.append({**_version(f"{size}px, cropped to its ink", right, refused),
+                         "mcnemar": mcnemar(original, right)})
     return {"n": len(idx), "seed": seed, "versions": versions}
 
 
@@ -335,7 +351,7 @@ def rendered_table(rendered: dict):
     import pandas as pd
 
     return pd.DataFrame([{"digits": v["version"], "accuracy (%)": _percent(v["accuracy"]),
-                          "95% Wilson interval (%)": _interval(v["wilson"]),
+                          "95% Wilson interval (%)": _interval(v["wilson"]), "no digit found": v["no_digit_found"],
                           "lost vs original": v["mcnemar"]["a_only"] if "mcnemar" in v else "",
                           "gained": v["mcnemar"]["b_only"] if "mcnemar" in v else "",
                           "McNemar p": f"{v['mcnemar']['p_value']:.2g}" if "mcnemar" in v else ""}
@@ -354,22 +370,12 @@ def photo_accuracy(model: MLP, norm: data.Normalization, images: torch.Tensor, l
     B: photo), and `by_paper` splits them by the paper's luminance, bins [low, high).
     """
     from . import photos
-    from .predict import ImageError, preprocess
 
     idx = sample(len(images), n, seed)
     shots = [photos.shot_for(seed, int(i)) for i in idx]
     images, labels = images[idx], labels[idx]
-    clean = torch.stack([preprocess(photos.clean(img, s)) for img, s in zip(images, shots)])
-    photographed, found = [], []
-    for img, s in zip(images, shots):
-        try:
-            photographed.append(preprocess(photos.photograph(img, s)))
-            found.append(True)
-        except ImageError:
-            photographed.append(torch.zeros_like(clean[0]))
-            found.append(False)
-    right_clean = predict_all(model, clean, norm).argmax(1) == labels
-    right_photo = (predict_all(model, torch.stack(photographed), norm).argmax(1) == labels) & torch.tensor(found)
+    right_clean, _ = _read(model, norm, (photos.clean(img, s) for img, s in zip(images, shots)), labels)
+    right_photo, refused = _read(model, norm, (photos.photograph(img, s) for img, s in zip(images, shots)), labels)
     paper = torch.tensor([s.paper for s in shots])
     by_paper = []
     for low, high in bins:
@@ -383,7 +389,7 @@ def photo_accuracy(model: MLP, norm: data.Normalization, images: torch.Tensor, l
     c, p = _version("clean", right_clean), _version("photo", right_photo)
     return {"n": len(idx), "seed": seed, "clean": c["accuracy"], "photo": p["accuracy"],
             "wilson": {"clean": c["wilson"], "photo": p["wilson"]}, "mcnemar": mcnemar(right_clean, right_photo),
-            "no_digit_found": found.count(False), "by_paper": by_paper}
+            "no_digit_found": refused, "by_paper": by_paper}
 
 
 def photo_table(photo: dict):

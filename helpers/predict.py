@@ -266,9 +266,14 @@ def _ink(gray: np.ndarray, name: str) -> np.ndarray:
         scale = max(1 - float(np.median(background)), MIN_LEVEL)
     contrast, noise = max(light, -dark) / scale, noise / scale
     floor = max(NOISE_SIGMAS * noise, BLANK_CONTRAST)
+    if contrast < BLANK_CONTRAST:
+        raise ImageError(name, f"blank image: no digit found (the strongest contrast with the background is "
+                               f"{contrast:.1%}, below the {BLANK_CONTRAST:.0%} ink needs; noise {noise:.1%})")
     if contrast <= NOISE_SIGMAS * noise or strength.max() < floor:
-        raise ImageError(name, f"blank image: no digit found (no ink distinguishable from the background: "
-                               f"contrast {contrast:.1%}, noise {noise:.1%}; ink needs {floor:.1%})")
+        # not blank: something differs from the background, but no more than the image's own noise
+        raise ImageError(name, f"no digit found: the image has contrast {contrast:.1%}, but its noise is "
+                               f"{noise:.1%} and ink must stand {floor:.1%} out of it (a noisy image, or a "
+                               f"stroke too thin or faint to tell from the paper)")
     cut = max(_otsu(strength[strength > floor / 2]), floor)  # strokes vs their fringes
     level = float(np.median(strength[strength >= cut]))  # a typical stroke: full ink from here up
     low = LOW_SIGMAS * noise
