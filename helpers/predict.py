@@ -27,6 +27,7 @@ from typing import Iterable, NamedTuple
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+from scipy import ndimage
 
 from . import data, paths, store
 from .model import MLP, CheckpointError, load_checkpoint
@@ -51,6 +52,7 @@ MIN_LEVEL = 0.05              # darkest paper (or brightest ground) that strengt
 QUANTUM = 1 / 255             # one 8-bit step: the least noise a stored image has
 SATURATED = 250 / 255         # this bright or more is overexposed (clipped, then blurred by JPEG)
 SPECK_FRACTION = 0.05         # rows/columns with less ink than this share of the fullest are specks
+MEDIAN_NOISE = 0.862          # robust spread of (x - its 3x3 median) for white noise of spread 1
 
 
 class ImageError(ValueError):
@@ -174,7 +176,9 @@ def _background(gray: np.ndarray, paper: np.ndarray) -> np.ndarray:
     # An overexposed pixel only says the light there is at least white: it may hold the
     # surface up, never pull it down (else the edge of a burnt-out patch looks like ink).
     saturated = small.ravel() >= SATURATED
-    top = BACKGROUND_DEGREE if min(small.shape) >= 10 else 0  # a few pixels cannot carry a surface
+    # A few pixels cannot carry a surface, nor can paper that is a minority (a digit cropped to
+    # its ink): a curved fit through the gaps between strokes would bend into them.
+    top = BACKGROUND_DEGREE if min(small.shape) >= 10 and known.mean() >= 0.5 else 0
     coef = np.zeros((top + 1, top + 1))  # coef[j, i] multiplies y^j x^i
     coef[0, 0] = np.median(values[known])
     fit = np.full_like(values, coef[0, 0])
@@ -213,25 +217,79 @@ def _otsu(values: np.ndarray, bins: int = 256) -> float:
     return float(edges[1:][np.argmax(between)])
 
 
-def _paper(work: np.ndarray) -> np.ndarray:
+def _paper(work: np.ndarray, cropped: bool = False) -> np.ndarray:
     """The pixels to judge the paper by: all of them, or the paper's side of a clear split.
 
-    Estimates made on the whole image are robust to ink while ink is a minority. A digit cropped
-    to its ink, or filling its frame, leaves ink and its soft edges the majority, and the same
-    estimates then describe the ink. So when Otsu's threshold splits the image into two classes
-    further apart than NOISE_SIGMAS spreads of the tighter one (noise or uneven light on a blank
-    page splits far less clearly), the paper is the class that holds most of the border: a digit
-    reaches the border at its extremes only.
+    Estimates made on the whole image are robust to ink while ink is a minority. A digit filling
+    its frame leaves ink and its soft edges the majority, and the same estimates then describe
+    the ink. So when Otsu's threshold splits the image into two classes further apart than
+    NOISE_SIGMAS spreads of the tighter one (noise or uneven light on a blank page splits far
+    less clearly), the paper is the class that holds most of the border: a digit reaches the
+    border at its extremes only. `cropped`: the image may be cut to its ink, so that ink holds
+    most of the border too; the paper is then the class the border holds more of than the
+    whole image does, and the split is judged by the pixel-to-pixel noise (`_fine_noise`),
+    since a class that holds fringes as well as paper spreads far wider than noise.
     """
     dark = work < _otsu(work.ravel())
     border = np.concatenate([dark[0], dark[-1], dark[1:-1, 0], dark[1:-1, -1]])
-    paper = dark if border.mean() > 0.5 else ~dark
-    if paper.all():  # a single level: nothing to split
-        return paper
+    paper = dark if border.mean() > (dark.mean() if cropped else 0.5) else ~dark
+    if paper.all() or not paper.any():  # a single level: nothing to split
+        return np.ones_like(paper)
     apart = abs(float(np.median(work[paper]) - np.median(work[~paper])))
-    if apart > NOISE_SIGMAS * max(min(_spread(work[paper]), _spread(work[~paper])), QUANTUM):
+    spread = _fine_noise(work) if cropped else min(_spread(work[paper]), _spread(work[~paper]))
+    if apart > NOISE_SIGMAS * max(spread, QUANTUM):
         return paper
     return np.ones_like(paper)
+
+
+def _fine_noise(work: np.ndarray) -> float:
+    """The image's noise, from each pixel's difference with its 3x3 median: strokes and fringes,
+    smooth over three pixels, leave it be, wherever they are and however much of the image they fill."""
+    return _spread(work - ndimage.median_filter(work, size=3, mode="nearest")) / MEDIAN_NOISE
+
+
+class _Measure(NamedTuple):
+    """What `_measure` finds: each pixel's ink strength, the image's contrast and its noise, in the
+    same units (shares of the light ink could take)."""
+
+    strength: np.ndarray
+    contrast: float
+    noise: float
+
+    @property
+    def floor(self) -> float:
+        """The least strength that is ink: out of the noise, and more than a blank page's shading."""
+        return max(NOISE_SIGMAS * self.noise, BLANK_CONTRAST)
+
+    def stands_out(self) -> bool:
+        return self.contrast > NOISE_SIGMAS * self.noise and self.strength.max() >= self.floor
+
+    def reaches_all_sides(self) -> bool:
+        """Ink on every side of the image, as in a crop to the ink."""
+        ink = self.strength >= self.floor
+        return bool(ink[0].any() and ink[-1].any() and ink[:, 0].any() and ink[:, -1].any())
+
+
+def _measure(work: np.ndarray, paper: np.ndarray, k: int, noise: float | None = None) -> _Measure:
+    """Ink strength against the background fitted to `paper`, on whichever side the image reaches
+    furthest; the noise is measured on `paper` unless given (in the image's own units)."""
+    background = _background(work, paper)
+    residual = _box(work - background, k)
+    if noise is None:
+        # Burnt-out white has no noise left to measure: measure it where the paper is exposed,
+        # unless most of the paper is burnt out (a clean scan on white).
+        exposed = paper & (work < SATURATED)
+        noise = _spread(residual[exposed] if exposed.sum() > paper.sum() / 2 else residual[paper])
+    noise = max(noise, QUANTUM)
+    light, dark = np.percentile(residual, [100 - REACH_PERCENT, REACH_PERCENT])
+    # Dark ink (and so a blank page): its strength is the share of the paper's light it takes away.
+    if -dark >= light:
+        strength = -residual / np.maximum(background, MIN_LEVEL)
+        scale = max(float(np.median(background)), MIN_LEVEL)
+    else:
+        strength = residual / np.maximum(1 - background, MIN_LEVEL)
+        scale = max(1 - float(np.median(background)), MIN_LEVEL)
+    return _Measure(strength, max(light, -dark) / scale, noise / scale)
 
 
 def _ink(gray: np.ndarray, name: str) -> np.ndarray:
@@ -246,37 +304,32 @@ def _ink(gray: np.ndarray, name: str) -> np.ndarray:
     threshold separates strokes from their fringes, the median stroke becomes full ink, and
     the soft (anti-aliased, blurred) edges between the noise floor and that are kept. A blank
     image's error gives the contrast found and the noise, in those same units.
+
+    A digit cropped to its ink leaves paper only between its strokes, and the paper found from
+    the border may then be ink and fringes. So when a small image (the size a crop is) shows
+    nothing that way, a second reading takes the paper from the crop's view (`_paper(cropped=
+    True)`) and the noise from pixel to pixel; it is believed if its ink reaches all four
+    sides, as a crop's does.
     """
     work = _shrink(gray, WORK_SIDE)
-    paper = _paper(work)
-    background = _background(work, paper)
     k = max(1, round(min(work.shape) / SMOOTH_DIVISOR))  # px: smooth no more than a stroke is wide
-    residual = _box(work - background, k)
-    # Burnt-out white has no noise left to measure: measure it where the paper is exposed,
-    # unless most of the paper is burnt out (a clean scan on white).
-    exposed = paper & (work < SATURATED)
-    noise = max(_spread(residual[exposed] if exposed.sum() > paper.sum() / 2 else residual[paper]), QUANTUM)
-    light, dark = np.percentile(residual, [100 - REACH_PERCENT, REACH_PERCENT])
-    # Dark ink (and so a blank page): its strength is the share of the paper's light it takes away.
-    if -dark >= light:
-        strength = -residual / np.maximum(background, MIN_LEVEL)
-        scale = max(float(np.median(background)), MIN_LEVEL)
-    else:
-        strength = residual / np.maximum(1 - background, MIN_LEVEL)
-        scale = max(1 - float(np.median(background)), MIN_LEVEL)
-    contrast, noise = max(light, -dark) / scale, noise / scale
-    floor = max(NOISE_SIGMAS * noise, BLANK_CONTRAST)
-    if contrast < BLANK_CONTRAST:
+    m = _measure(work, _paper(work), k)
+    if k == 1 and not m.stands_out():
+        crop = _measure(work, _paper(work, cropped=True), k, _fine_noise(work))
+        if crop.stands_out() and crop.reaches_all_sides():
+            m = crop
+    if m.contrast < BLANK_CONTRAST:
         raise ImageError(name, f"blank image: no digit found (the strongest contrast with the background is "
-                               f"{contrast:.1%}, below the {BLANK_CONTRAST:.0%} ink needs; noise {noise:.1%})")
-    if contrast <= NOISE_SIGMAS * noise or strength.max() < floor:
+                               f"{m.contrast:.1%}, below the {BLANK_CONTRAST:.0%} ink needs; noise {m.noise:.1%})")
+    if not m.stands_out():
         # not blank: something differs from the background, but no more than the image's own noise
-        raise ImageError(name, f"no digit found: the image has contrast {contrast:.1%}, but its noise is "
-                               f"{noise:.1%} and ink must stand {floor:.1%} out of it (a noisy image, or a "
+        raise ImageError(name, f"no digit found: the image has contrast {m.contrast:.1%}, but its noise is "
+                               f"{m.noise:.1%} and ink must stand {m.floor:.1%} out of it (a noisy image, or a "
                                f"stroke too thin or faint to tell from the paper)")
+    strength, floor = m.strength, m.floor
     cut = max(_otsu(strength[strength > floor / 2]), floor)  # strokes vs their fringes
     level = float(np.median(strength[strength >= cut]))  # a typical stroke: full ink from here up
-    low = LOW_SIGMAS * noise
+    low = LOW_SIGMAS * m.noise
     return np.clip((strength - low) / max(level - low, QUANTUM), 0, 1)
 
 
