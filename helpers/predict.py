@@ -159,7 +159,7 @@ def _powers(n: int, degree: int) -> np.ndarray:
     return np.linspace(-1, 1, n)[:, None] ** np.arange(degree + 1)
 
 
-def _background(gray: np.ndarray, paper: np.ndarray) -> np.ndarray:
+def _background(gray: np.ndarray, paper: np.ndarray, flat: bool = False) -> np.ndarray:
     """The paper (or board) behind the digit, as a smooth surface the shape of `gray`.
 
     Light multiplies what the paper reflects, so in the logarithm of the image uneven light (a
@@ -169,6 +169,8 @@ def _background(gray: np.ndarray, paper: np.ndarray) -> np.ndarray:
     the `paper` pixels (`_paper`) centre and spread, which ink does not sway. The order rises
     one step at a time from a flat level, and "close" narrows as it rises: a surface fitted at
     once can bend into a bold digit, and one that drops a steep corner early never gets it back.
+    `flat`: a level only, for paper seen only between strokes (a digit cropped to its ink), where
+    a curved fit through the gaps would bend into the strokes.
     """
     small = _shrink(gray, BACKGROUND_SIDE).astype(np.float64)
     known = (_shrink(paper.astype(np.float32), BACKGROUND_SIDE) > 0.5).ravel()  # mostly paper
@@ -176,9 +178,7 @@ def _background(gray: np.ndarray, paper: np.ndarray) -> np.ndarray:
     # An overexposed pixel only says the light there is at least white: it may hold the
     # surface up, never pull it down (else the edge of a burnt-out patch looks like ink).
     saturated = small.ravel() >= SATURATED
-    # A few pixels cannot carry a surface, nor can paper that is a minority (a digit cropped to
-    # its ink): a curved fit through the gaps between strokes would bend into them.
-    top = BACKGROUND_DEGREE if min(small.shape) >= 10 and known.mean() >= 0.5 else 0
+    top = BACKGROUND_DEGREE if min(small.shape) >= 10 and not flat else 0  # a few pixels cannot carry a surface
     coef = np.zeros((top + 1, top + 1))  # coef[j, i] multiplies y^j x^i
     coef[0, 0] = np.median(values[known])
     fit = np.full_like(values, coef[0, 0])
@@ -270,12 +270,16 @@ class _Measure(NamedTuple):
         return bool(ink[0].any() and ink[-1].any() and ink[:, 0].any() and ink[:, -1].any())
 
 
-def _measure(work: np.ndarray, paper: np.ndarray, k: int, noise: float | None = None) -> _Measure:
-    """Ink strength against the background fitted to `paper`, on whichever side the image reaches
-    furthest; the noise is measured on `paper` unless given (in the image's own units)."""
-    background = _background(work, paper)
+def _measure(work: np.ndarray, k: int, cropped: bool = False) -> _Measure:
+    """Ink strength against the background fitted to the paper (`_paper`), on whichever side the
+    image reaches furthest. `cropped`: read as a crop to the ink, the paper from the crop's view,
+    its level flat, the noise from pixel to pixel (`_fine_noise`)."""
+    paper = _paper(work, cropped)
+    background = _background(work, paper, flat=cropped)
     residual = _box(work - background, k)
-    if noise is None:
+    if cropped:
+        noise = _fine_noise(work)
+    else:
         # Burnt-out white has no noise left to measure: measure it where the paper is exposed,
         # unless most of the paper is burnt out (a clean scan on white).
         exposed = paper & (work < SATURATED)
@@ -313,9 +317,9 @@ def _ink(gray: np.ndarray, name: str) -> np.ndarray:
     """
     work = _shrink(gray, WORK_SIDE)
     k = max(1, round(min(work.shape) / SMOOTH_DIVISOR))  # px: smooth no more than a stroke is wide
-    m = _measure(work, _paper(work), k)
+    m = _measure(work, k)
     if k == 1 and not m.stands_out():
-        crop = _measure(work, _paper(work, cropped=True), k, _fine_noise(work))
+        crop = _measure(work, k, cropped=True)
         if crop.stands_out() and crop.reaches_all_sides():
             m = crop
     if m.contrast < BLANK_CONTRAST:
