@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Papermill and nbval runs are headless: log lines instead of live progress widgets.
 export DIGITS_HEADLESS := 1
 
-.PHONY: help env reproduce reproduce-full compare-recipes test test-unit test-notebooks smoke bench lab worker clean
+.PHONY: help env reproduce reproduce-full compare-recipes kaggle test test-unit test-notebooks smoke bench lab worker clean
 
 ## help: list the targets
 help:
@@ -32,9 +32,15 @@ reproduce-full: $(STAMP)
 	$(BIN)/python -m helpers.notebooks full $(if $(SEEDS),--seeds $(SEEDS))
 	$(BIN)/python -m helpers.readme
 
-## compare-recipes: the final model's candidate recipes, 3 seeds each, on validation -> figures/full/06_recipes.json
+## compare-recipes: the final model's candidate recipes, 3 seeds each, on validation -> figures/full/06_recipes.json; then the long MLP and the convnet beyond the budget -> figures/full/06_beyond.json and beyond/
 compare-recipes: $(STAMP)
 	$(BIN)/python -m helpers.final compare
+	$(BIN)/python -m helpers.final beyond
+
+## kaggle: the Kaggle round trip, MNIST as train.csv and test.csv (test labels held back), 01 -> 07 on them, submission.csv and a refit scored -> figures/kaggle.json (REFIT=0 skips the refit)
+kaggle: $(STAMP)
+	$(BIN)/python -m helpers.submit $(if $(filter 0,$(REFIT)),,--refit)
+	$(BIN)/python -m helpers.readme
 
 ## test: the whole suite: unit tests, nbval on every committed notebook, a small papermill smoke run
 test: test-unit test-notebooks smoke

@@ -8,7 +8,7 @@ and test data differently and lost 25 points of test accuracy; here that cannot 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +149,13 @@ class Prepared:
     def dataset(self, part: str) -> DigitsDataset:
         idx = {"train": self.train_idx, "val": self.val_idx}[part]
         return DigitsDataset(self.images[idx], self.labels[idx], self.norm)
+
+    def with_validation_in_training(self) -> Prepared:
+        """Every labelled digit in the training split, as a final submission is trained (a Kaggle
+        entrant refits on training + validation). The normalization stays the training split's,
+        and the validation split stays too, now inside training: its accuracy measures fit only."""
+        return replace(self, train_idx=torch.cat([self.train_idx, self.val_idx]).sort().values,
+                       parameters={**self.parameters, "validation_in_training": True})
 
     def loaders(self, batch_size: int, seed: int, eval_batch_size: int = 2048) -> tuple[DataLoader, DataLoader]:
         """(shuffled train loader, ordered validation loader)."""

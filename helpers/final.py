@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -41,6 +43,14 @@ RECIPES = {
     "512-256, 30 epochs, affine + elastic, batch 256": dict(hidden=[512, 256], epochs=30, augment=ELASTIC,
                                                             batch_size=256, lr=0.2),
 }
+# Beyond the budget, trained only by `make compare-recipes` (`beyond`), their seeds' checkpoints
+# committed under figures/full/beyond/ so that 07 tests them beside the final model: a longer,
+# wider MLP (the best of these on validation is "the long recipe") and a small convnet, the
+# yardstick of what convolutions add. Same shared settings, split and augmentation family.
+BEYOND = {
+    "1024-1024, 40 epochs, affine + elastic": dict(hidden=[1024, 1024], epochs=40, augment=ELASTIC),
+    "convnet 16-32, 15 epochs, affine + elastic": dict(conv=[16, 32], hidden=[], epochs=15, augment=ELASTIC),
+}
 # The most a seed may train, as a recipe: a candidate that costs more compute (see `compute`) is
 # not eligible. It admits every candidate above; a wider or longer one needs this line raised.
 BUDGET = dict(hidden=[512, 256], epochs=30)
@@ -51,7 +61,7 @@ SIGNIFICANCE = 0.05
 
 def settings(recipe: dict | str) -> dict:
     """A recipe (by name or as a dict) with the shared settings filled in."""
-    r = RECIPES[recipe] if isinstance(recipe, str) else recipe
+    r = {**RECIPES, **BEYOND}[recipe] if isinstance(recipe, str) else recipe
     return {**COMMON, "dropout": [0.2] * len(r["hidden"]), **r}
 
 
@@ -95,7 +105,7 @@ def train(prepared: data.Prepared, recipe: dict | str, seed: int, checkpoint: st
     T.seed_everything(seed)  # augmentation draws from torch's global generator
     model = MLP(s["hidden"], s["dropout"], label_smoothing=s["label_smoothing"], lr=s["lr"],
                 momentum=s["momentum"], weight_decay=s["weight_decay"], nesterov=s["nesterov"],
-                seed=seed).to(T.default_device())
+                seed=seed, conv=s.get("conv", ())).to(T.default_device())
     train_loader, val_loader = prepared.loaders(s["batch_size"], seed)
     start = time.perf_counter()
     history = T.fit(model, train_loader, val_loader, s["epochs"], schedule=s["schedule"], norm=prepared.norm,
@@ -110,6 +120,8 @@ def _job(job: dict) -> dict:
 
     torch.set_num_threads(1)
     prepared = data.load_prepared()
+    if job.get("refit"):
+        prepared = prepared.with_validation_in_training()
     model, history, seconds = train(prepared, job["settings"], job["seed"], progress=False, log=lambda s: None)
     if job.get("checkpoint"):
         save_checkpoint(job["checkpoint"], model, prepared.norm, recipe=job["settings"], seed=job["seed"],
@@ -118,7 +130,8 @@ def _job(job: dict) -> dict:
 
 
 def run_jobs(jobs: list[dict], workers: int = 2, log=print) -> list[dict]:
-    """Train jobs {"name", "settings", "seed"[, "checkpoint"]} in `workers` processes, one core each.
+    """Train jobs {"name", "settings", "seed"[, "checkpoint", "refit"]} (refit: on training +
+    validation, `Prepared.with_validation_in_training`) in `workers` processes, one core each.
 
     Two small models side by side, one thread each, train ~1.6x more digits per second on these
     2-core machines than one after another on two threads (the non-matrix part of a step does
@@ -157,7 +170,11 @@ def percent(summary: dict) -> str:
 
 def compare(names: list[str], seeds: list[int], workers: int = 2, log=print) -> list[dict]:
     """Train every (recipe, seed); one row per recipe: validation mean +- std over seeds, cost per seed."""
-    results = run_jobs([{"name": n, "settings": settings(n), "seed": s} for n in names for s in seeds], workers, log)
+    return _rows(names, run_jobs([{"name": n, "settings": settings(n), "seed": s} for n in names for s in seeds],
+                                 workers, log))
+
+
+def _rows(names: list[str], results: list[dict]) -> list[dict]:
     rows = []
     for name in names:
         mine = [r for r in results if r["name"] == name]
@@ -170,6 +187,43 @@ def compare(names: list[str], seeds: list[int], workers: int = 2, log=print) -> 
     return rows
 
 
+def beyond(prepared: data.Prepared, names: list[str], seeds: list[int], workers: int = 2, log=print) -> list[dict]:
+    """Train the BEYOND recipes' seeds as `compare` does, and keep each seed's checkpoint under
+    figures/full/beyond/ in half precision (a quarter of the bytes in git). The rows add the
+    checkpoints and the validation accuracy of the weights as stored, which is the model 07 tests."""
+    from .model import load_checkpoint, save_checkpoint
+
+    folder = beyond_folder()
+    val_x, val_y = data.normalize(prepared.images[prepared.val_idx], prepared.norm), prepared.labels[prepared.val_idx]
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs = [{"name": n, "settings": settings(n), "seed": s, "checkpoint": Path(tmp) / f"{_slug(n)}_seed{s}.pt"}
+                for n in names for s in seeds]
+        results = run_jobs(jobs, workers, log)
+        for r in results:
+            model, norm, blob = load_checkpoint(r["checkpoint"])
+            stored = save_checkpoint(folder / r["checkpoint"].name, model.half(), norm, **blob["meta"])
+            r["checkpoint"] = stored.name
+            r["stored_val_acc"] = (load_checkpoint(stored)[0].predict(val_x) == val_y).float().mean().item()
+    rows = _rows(names, results)
+    for row in rows:
+        mine = [r for r in results if r["name"] == row["recipe"]]
+        row |= {"checkpoints": [r["checkpoint"] for r in mine], "stored_val_acc": [r["stored_val_acc"] for r in mine]}
+    return rows
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def beyond_folder() -> Path:
+    return paths.figures_dir() / "full" / "beyond"
+
+
+def long_recipe(rows: list[dict]) -> dict:
+    """The long recipe: the best MLP (no `conv`) of `beyond`'s rows by mean validation accuracy."""
+    return max((r for r in rows if not r.get("conv")), key=lambda r: r["val_acc_mean"])
+
+
 def compute(recipe: dict | str) -> int:
     """A seed's training compute in recipe terms: the multiply-adds of one digit's forward pass
     (the weight matrices' sizes, from `hidden`) times the epochs.
@@ -179,8 +233,13 @@ def compute(recipe: dict | str) -> int:
     no machine. The batch size does not enter: it changes the steps, not the multiply-adds.
     """
     s = settings(recipe) if isinstance(recipe, str) else recipe
-    widths = [28 * 28, *s["hidden"], 10]
-    return s["epochs"] * sum(a * b for a, b in zip(widths, widths[1:]))
+    conv, side, channels = s.get("conv", []), 28, 1
+    macs = 0
+    for c in conv:  # a 5x5 convolution at every pixel of its input, then a 2x2 pool
+        macs += side * side * c * channels * 25
+        side, channels = side // 2, c
+    widths = [channels * side * side, *s["hidden"], 10]
+    return s["epochs"] * (macs + sum(a * b for a, b in zip(widths, widths[1:])))
 
 
 def within_budget(recipe: dict | str) -> bool:
@@ -346,6 +405,10 @@ def results_path() -> Path:
     return paths.figures_dir() / "full" / "06_recipes.json"
 
 
+def beyond_path() -> Path:
+    return paths.figures_dir() / "full" / "06_beyond.json"
+
+
 def load_comparison() -> dict | None:
     """The committed recipe comparison, its `chosen` recomputed by `choose` (today's rule).
 
@@ -367,9 +430,23 @@ def main(argv: list[str] | None = None) -> int:
     cmp_.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES), metavar="NAME")
     cmp_.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     cmp_.add_argument("--workers", type=int, default=2, help="processes, one core each (default 2)")
+    far = sub.add_parser("beyond", help="train the recipes beyond the budget (a long MLP, a convnet), keep their "
+                                        "checkpoints for 07 -> figures/full/06_beyond.json")
+    far.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    far.add_argument("--workers", type=int, default=2, help="processes, one core each (default 2)")
     args = parser.parse_args(argv)
     prepared = data.load_prepared()
     start = time.perf_counter()
+    if args.command == "beyond":
+        rows = beyond(prepared, list(BEYOND), args.seeds, args.workers)
+        for row in rows:
+            print(f"{row['recipe']}: {percent(row)} ({row['n_seeds']} seeds, {row['machine_seconds_per_seed']:.0f} s "
+                  f"of the machine per seed)")
+        record = store.result_record({"recipes": BEYOND, "seeds": args.seeds, "workers": args.workers,
+                                      "common": COMMON, "data": prepared.parameters}, None, rows=rows,
+                                     long=long_recipe(rows)["recipe"], seconds=time.perf_counter() - start)
+        print(f"long recipe: {record['long']} -> {paths.show(store.save_json(beyond_path(), record))}")
+        return 0
     rows = compare(args.recipes, args.seeds, args.workers)
     chosen = choose(rows)
     for row in rows:

@@ -51,6 +51,10 @@ class Dropout(nn.Dropout):
 class MLP(nn.Module):
     """Linear -> LayerNorm -> ReLU -> Dropout per hidden layer, then a Linear to 10 logits.
 
+    `conv` (channels per layer, default none) puts convolutional layers in front, each a 5x5
+    Conv2d -> ReLU -> 2x2 max-pool over the 28x28 image: the small convnet that 07 sets beside
+    the MLPs, trained by the same loop; with `conv`, `hidden` may be empty (a linear head).
+
     `forward` returns logits: CrossEntropyLoss applies log-softmax itself. The seed put a softmax
     in front of it, which squashes the gradients (softmax twice) and slows training.
     `fit(X, y)` takes one SGD step and returns the loss; `predict(X)` returns class indices.
@@ -63,9 +67,12 @@ class MLP(nn.Module):
                  in_features: int = 28 * 28, n_classes: int = 10, init: str = "he",
                  label_smoothing: float = 0.0,
                  lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-5,
-                 nesterov: bool = False, seed: int = 0):
+                 nesterov: bool = False, seed: int = 0, conv: Sequence[int] = ()):
         super().__init__()
-        hidden = P.sizes("hidden", list(hidden))
+        conv = P.sizes("conv", list(conv)) if len(conv) else ()
+        hidden = P.sizes("hidden", list(hidden)) if len(hidden) or not conv else ()
+        if 28 >> len(conv) == 0:
+            raise P.ParameterError(f"parameter 'conv': at most 4 layers (each halves the 28x28 image), got {len(conv)}")
         dropout = tuple(P.number(f"dropout[{i}]", d, low=0.0, high=1.0, high_open=True)
                         for i, d in enumerate(dropout))
         if len(dropout) != len(hidden):
@@ -76,10 +83,15 @@ class MLP(nn.Module):
         seed = P.integer("seed", seed, minimum=0)
         self.config = {"hidden": list(hidden), "dropout": list(dropout), "in_features": in_features,
                        "n_classes": n_classes, "init": init, "label_smoothing": label_smoothing,
-                       "seed": seed}
+                       "seed": seed, **({"conv": list(conv)} if conv else {})}
         self.generator = torch.Generator().manual_seed(seed)
-        layers: list[nn.Module] = []
-        width = in_features
+        layers: list[nn.Module] = [nn.Unflatten(1, (1, 28, 28))] if conv else []
+        channels = 1
+        for c in conv:
+            layers += [nn.Conv2d(channels, c, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2)]
+            channels = c
+        layers += [nn.Flatten()] if conv else []
+        width = channels * (28 >> len(conv)) ** 2 if conv else in_features
         for size, rate in zip(hidden, dropout):
             layers += [nn.Linear(width, size), nn.LayerNorm(size), nn.ReLU(), Dropout(rate, self.generator)]
             width = size
@@ -96,14 +108,14 @@ class MLP(nn.Module):
         # at one; PyTorch's default (uniform, gain 1/sqrt(3)) shrinks it layer by layer. Either
         # is drawn here from the model's generator, layer by layer, weights before biases.
         for m in self.net:
-            if not isinstance(m, nn.Linear):
+            if not isinstance(m, (nn.Linear, nn.Conv2d)):
                 continue
             if init == "he":
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu", generator=self.generator)
                 nn.init.zeros_(m.bias)
             else:  # what nn.Linear.reset_parameters does, from our generator
                 nn.init.kaiming_uniform_(m.weight, a=5 ** 0.5, generator=self.generator)
-                bound = 1 / m.in_features ** 0.5
+                bound = 1 / m.weight[0].numel() ** 0.5
                 nn.init.uniform_(m.bias, -bound, bound, generator=self.generator)
 
     def configure_optimizer(self, lr: float = 0.01, momentum: float = 0.9,

@@ -217,7 +217,7 @@ def _otsu(values: np.ndarray, bins: int = 256) -> float:
     return float(edges[1:][np.argmax(between)])
 
 
-def _paper(work: np.ndarray, cropped: bool = False) -> np.ndarray:
+def _paper(work: np.ndarray, fine_noise: float | None = None) -> np.ndarray:
     """The pixels to judge the paper by: all of them, or the paper's side of a clear split.
 
     Estimates made on the whole image are robust to ink while ink is a minority. A digit filling
@@ -225,18 +225,20 @@ def _paper(work: np.ndarray, cropped: bool = False) -> np.ndarray:
     the ink. So when Otsu's threshold splits the image into two classes further apart than
     NOISE_SIGMAS spreads of the tighter one (noise or uneven light on a blank page splits far
     less clearly), the paper is the class that holds most of the border: a digit reaches the
-    border at its extremes only. `cropped`: the image may be cut to its ink, so that ink holds
-    most of the border too; the paper is then the class the border holds more of than the
-    whole image does, and the split is judged by the pixel-to-pixel noise (`_fine_noise`),
-    since a class that holds fringes as well as paper spreads far wider than noise.
+    border at its extremes only. With `fine_noise` (the image's `_fine_noise`), the image may be
+    cut to its ink, so that ink holds most of the border too; the paper is then the class the
+    border holds more of than the whole image does, and the split is judged by that
+    pixel-to-pixel noise, since a class that holds fringes as well as paper spreads far wider
+    than noise.
     """
     dark = work < _otsu(work.ravel())
     border = np.concatenate([dark[0], dark[-1], dark[1:-1, 0], dark[1:-1, -1]])
+    cropped = fine_noise is not None
     paper = dark if border.mean() > (dark.mean() if cropped else 0.5) else ~dark
     if paper.all() or not paper.any():  # a single level: nothing to split
         return np.ones_like(paper)
     apart = abs(float(np.median(work[paper]) - np.median(work[~paper])))
-    spread = _fine_noise(work) if cropped else min(_spread(work[paper]), _spread(work[~paper]))
+    spread = fine_noise if cropped else min(_spread(work[paper]), _spread(work[~paper]))
     if apart > NOISE_SIGMAS * max(spread, QUANTUM):
         return paper
     return np.ones_like(paper)
@@ -274,11 +276,12 @@ def _measure(work: np.ndarray, k: int, cropped: bool = False) -> _Measure:
     """Ink strength against the background fitted to the paper (`_paper`), on whichever side the
     image reaches furthest. `cropped`: read as a crop to the ink, the paper from the crop's view,
     its level flat, the noise from pixel to pixel (`_fine_noise`)."""
-    paper = _paper(work, cropped)
+    fine = _fine_noise(work) if cropped else None
+    paper = _paper(work, fine)
     background = _background(work, paper, flat=cropped)
     residual = _box(work - background, k)
     if cropped:
-        noise = _fine_noise(work)
+        noise = fine
     else:
         # Burnt-out white has no noise left to measure: measure it where the paper is exposed,
         # unless most of the paper is burnt out (a clean scan on white).
@@ -311,8 +314,8 @@ def _ink(gray: np.ndarray, name: str) -> np.ndarray:
 
     A digit cropped to its ink leaves paper only between its strokes, and the paper found from
     the border may then be ink and fringes. So when a small image (the size a crop is) shows
-    nothing that way, a second reading takes the paper from the crop's view (`_paper(cropped=
-    True)`) and the noise from pixel to pixel; it is believed if its ink reaches all four
+    nothing that way, a second reading (`_measure(cropped=True)`) takes the paper from the
+    crop's view and the noise from pixel to pixel; it is believed if its ink reaches all four
     sides, as a crop's does.
     """
     work = _shrink(gray, WORK_SIDE)

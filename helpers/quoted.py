@@ -21,3 +21,13 @@ QUOTED: dict[str, str] = {
     "99.65%": "Cireşan et al. 2010 (Neural Computation), 6-layer MLP, elastic and affine distortions",
     "98.40%": "Keras examples, mnist_mlp.py: test accuracy after 20 epochs",
 }
+
+# The published MLP results that 07's context table sets beside this repository's models:
+# (the key in QUOTED, the model, its source).
+LITERATURE = [
+    ("98.40%", "MLP 512-512 with dropout, 20 epochs", "Keras examples, mnist_mlp.py"),
+    ("98.94%", "MLP 3×1024, dropout and max-norm, no augmentation", "Srivastava et al. 2014, JMLR"),
+    ("99.05%", "MLP 2×8192, dropout and max-norm, no augmentation", "Srivastava et al. 2014, JMLR"),
+    ("99.30%", "MLP with one hidden layer of 800 units, elastic distortions", "Simard et al. 2003, ICDAR"),
+    ("99.65%", "6-layer MLP, elastic and affine distortions", "Cireşan et al. 2010, Neural Computation"),
+]

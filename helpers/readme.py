@@ -195,6 +195,35 @@ def speed() -> str:
     return "\n".join(rows) + "\n"
 
 
+def context() -> str:
+    """07's context table (the published MLPs beside this repository's models) and its sentences."""
+    from . import evaluate as E
+
+    t = _json("07_test_eval.json")
+    table = E.context_table(t)
+    rows = ["| " + " | ".join(table.columns) + " |", "|" + " --- |" * len(table.columns)]
+    rows += ["| " + " | ".join(map(str, r)) + " |" for r in table.itertuples(index=False)]
+    return "\n".join(rows) + "\n\n" + E.context_conclusion(t) + "\n"
+
+
+def kaggle() -> str:
+    if not (paths.figures_dir() / "kaggle.json").exists():
+        return "No committed round trip: run `make kaggle`.\n"
+    r = _json("kaggle.json")
+    p = r["pipeline"]
+    rows = ["| submission | trained on | accuracy on the held-back test labels [95% Wilson] | time |",
+            "| --- | --- | --- | --- |",
+            f"| `submission.csv`, 07's ensemble | 01's training split | {_pct(p['accuracy'])}{_interval(p['wilson'])} "
+            f"({p['correct']:,} of {p['n']:,}) | {_minutes(sum(r['notebook_seconds'].values()))} for 01 → 07 |"]
+    if r.get("refit"):
+        f, s = r["refit"], r["refit"]["score"]
+        rows.append(f"| `submission_refit.csv`, {len(f['seeds'])} seeds refitted | training + validation "
+                    f"({f['training_digits']:,} digits) | {_pct(s['accuracy'])}{_interval(s['wilson'])} "
+                    f"({s['correct']:,} of {s['n']:,}) | {_minutes(f['seconds'])} more |")
+    return "\n".join(rows) + (f"\n\nThe whole round trip, writing the CSV files included: {_minutes(r['seconds'])}, "
+                              f"run on {r['created'][:10]}.\n")
+
+
 # What a second machine's run is compared on: (label, record, how to read the value)
 KEY_RESULTS = [
     ("03 validation accuracy (one seed)", "03_training.json", lambda r: (r["final"]["val_acc"], None)),
@@ -253,7 +282,8 @@ def machines() -> str:
     return "\n".join(rows) + "\n"
 
 
-RENDERERS = {"results": results, "studies": studies_, "recipes": recipes, "speed": speed, "machines": machines}
+RENDERERS = {"results": results, "context": context, "studies": studies_, "recipes": recipes, "speed": speed,
+             "machines": machines, "kaggle": kaggle}
 
 
 def render(text: str) -> str:

@@ -149,7 +149,29 @@ def test_conclusion_of_one_seed_without_ablation_says_there_is_no_spread():
     final.meta["data"]["source"] = "kaggle"
     text = E.conclusion(E.evaluate_final(final, images, labels))
     assert "With one seed" in text and "no seed spread" in text and "No ablation" in text
-    assert text.startswith("**Not a clean estimate:**")
+    assert "**not a clean estimate:** its digits are not at hand to check" in text
+
+
+def test_a_csv_trained_model_is_a_clean_estimate_only_when_no_test_digit_is_among_its_digits():
+    images, labels = indexed_digits(40)
+    final = final_model(labels, [{0}], [])
+    parameters = {"source": "train.csv", "val_fraction": 0.5}
+    final.meta["data"] = parameters
+    # 01's prepared digits: 30 digits unlike any test digit, then 3 of the test digits
+    others = torch.full((30, 28, 28), 7, dtype=torch.uint8)
+    others[:, 5, 5] = torch.arange(30, dtype=torch.uint8)
+    for known, seen in ((others, 0), (torch.cat([others, images[[4, 9, 30]]]), 3)):
+        n = len(known)
+        data.save_prepared(data.Prepared(known, torch.arange(n) % 10, torch.arange(n // 2), torch.arange(n // 2, n),
+                                         "train.csv", parameters, NORM))
+        r = E.evaluate_final(final, images, labels).record
+        assert (r["test_digits_seen"], r["clean_test_estimate"]) == (seen, seen == 0)
+        text = E.conclusion(r)
+        assert ("still a clean estimate" in text) == (seen == 0)
+        assert ("**not a clean estimate:** 3 of these test digits are among its digits" in text) == (seen == 3)
+    # prepared data that is not the model's own cannot vouch for it
+    final.meta["data"] = {**parameters, "val_fraction": 0.1}
+    assert E.evaluate_final(final, images, labels).record["test_digits_seen"] is None
 
 
 # --- photos and re-drawn digits -------------------------------------------------------------------
@@ -195,3 +217,39 @@ def test_photos_and_rendered_digits_on_a_random_sample(mnist_raw):
                                                             "56px, cropped to its ink"]
     assert all(v["mcnemar"] == {"a_only": 0, "b_only": 0, "p_value": 1.0} for v in rendered["versions"][1:])
     assert len(E.rendered_table(rendered)) == 5
+
+
+def test_the_models_beyond_the_budget_are_tested_as_the_final_model_and_set_in_context(tmp_path):
+    from helpers import final as F
+    from helpers.quoted import LITERATURE, QUOTED
+
+    images, labels = indexed_digits(300)
+    final = E.evaluate_final(final_model(labels, [{0, 1}, {2}, set()], [set(range(30))] * 2), images, labels)
+    rows = []
+    for name, config, seeds in (("wide", {"hidden": [8]}, [0, 1]), ("convnet", {"hidden": [], "conv": [2]}, [0, 1])):
+        names = [f"{name}_seed{s}.pt" for s in seeds]
+        for s, file in zip(seeds, names):
+            M.save_checkpoint(F.beyond_folder() / file, M.MLP(**config, dropout=[0.1] * len(config["hidden"]), seed=s)
+                              .half(), NORM, seed=s)
+        rows.append({"recipe": name, **config, "epochs": 3, "checkpoints": names, "val_acc_mean": 0.5,
+                     "val_acc_std": 0.01, "seconds_per_seed": 100.0, "machine_seconds_per_seed": 50.0})
+    store.save_json(F.beyond_path(), {"rows": rows, "long": "wide"})
+    beyond = E.beyond(final, images, labels)
+    assert [(b["recipe"], b["kind"], b["n_seeds"]) for b in beyond] == [("wide", "long", 2), ("convnet", "convnet", 2)]
+    for b, row in zip(beyond, rows):
+        models = [M.load_checkpoint(F.beyond_folder() / c)[0] for c in row["checkpoints"]]
+        correct = [(m.predict(data.normalize(images, NORM)) == labels).float().mean().item() for m in models]
+        assert b["test_accuracy_mean"] == pytest.approx(sum(correct) / 2)
+        ensemble = torch.stack([E.predict_all(m, images, NORM) for m in models]).mean(0).argmax(1) == labels
+        assert b["versus_final"]["a_only"] == int((ensemble & (final.preds != labels)).sum())
+        assert b["versus_final"]["b_only"] == int((~ensemble & (final.preds == labels)).sum())
+    record = {**final.record, "recipe": {"hidden": [512, 256], "epochs": 30}, "beyond": beyond}
+    table = E.context_table(record)
+    assert list(table["test accuracy (%)"][:len(LITERATURE)]) == [k.rstrip("%") for k, _, _ in LITERATURE]
+    assert all(k in QUOTED for k, _, _ in LITERATURE)
+    # the final model, its ablation, the long MLP and the convnet: each a mean and an ensemble
+    assert len(table) == len(LITERATURE) + 8 and table["model"][len(LITERATURE)].startswith("final model (512-256 MLP, 30 epochs)")
+    text = E.context_conclusion(record)
+    assert "The target of a 99.35 % test mean is not reached (short by" in text
+    assert "is reached." in E.context_conclusion(record, target=0.0) and text.count("Its ensemble against") == 2
+    assert "make compare-recipes" in E.context_conclusion({**record, "beyond": None})

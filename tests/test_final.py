@@ -144,3 +144,32 @@ def test_summarize_keeps_the_record_07_reads():
     assert out["final"]["seeds"] == [0, 1] and out["ablation"]["val_acc"] == [0.98, 0.982]
     assert out["final"]["val_acc_mean"] == pytest.approx(0.991) and out["ablation"]["n_seeds"] == 2
     assert out["ablation"]["machine_seconds"] == [5.0, 5.0]
+
+
+def test_the_recipes_beyond_the_budget_keep_half_precision_checkpoints_that_read_as_trained(small_prepared,
+                                                                                          monkeypatch):
+    from helpers.model import load_checkpoint, read_checkpoint
+
+    monkeypatch.setattr(final, "BEYOND", {"tiny MLP": dict(hidden=[16], epochs=2, augment=None, batch_size=32),
+                                          "tiny convnet": dict(conv=[4, 8], hidden=[], epochs=2, augment=None,
+                                                               batch_size=32)})
+    data.save_prepared(small_prepared)  # the workers read it, as 06's do
+    rows = final.beyond(small_prepared, list(final.BEYOND), [0, 1], workers=2, log=lambda s: None)
+    assert [r["recipe"] for r in rows] == ["tiny MLP", "tiny convnet"] and final.long_recipe(rows) is rows[0]
+    for row in rows:
+        assert row["n_seeds"] == 2 and len(row["checkpoints"]) == 2
+        for name, trained, stored in zip(row["checkpoints"], row["val_acc"], row["stored_val_acc"]):
+            path = final.beyond_folder() / name
+            weights = read_checkpoint(path)["state_dict"]
+            assert all(w.dtype == torch.float16 for w in weights.values() if w.is_floating_point())
+            model = load_checkpoint(path)[0]
+            assert model.config.get("conv", []) == final.BEYOND[row["recipe"]].get("conv", [])
+            # rounding the weights to half precision changes no more than a digit or two's answer
+            assert abs(stored - trained) <= 2 / len(small_prepared.val_idx)
+    convnet = load_checkpoint(final.beyond_folder() / rows[1]["checkpoints"][0])[0]
+    assert [type(m).__name__ for m in convnet.net][:4] == ["Unflatten", "Conv2d", "ReLU", "MaxPool2d"]
+    # two 5x5 layers (28x28 then 14x14 pixels), then the 8x7x7 features to 10 logits
+    assert final.compute({"conv": [4, 8], "hidden": [], "epochs": 1}) == 28 * 28 * 4 * 25 + 14 * 14 * 8 * 4 * 25 + \
+        8 * 7 * 7 * 10
+    with pytest.raises(P.ParameterError, match="hidden"):
+        final.train(small_prepared, {**final.settings("tiny MLP"), "hidden": [], "dropout": []}, 0)
