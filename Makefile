@@ -60,6 +60,7 @@ smoke: $(STAMP)
 ## bench: loader and training-step benchmarks (seed-style pipeline vs ours vs the compute floor)
 bench: $(STAMP)
 	$(BIN)/python -m helpers.bench
+	$(BIN)/python -m helpers.readme
 
 ## lab: open JupyterLab on the notebooks
 lab: $(STAMP)

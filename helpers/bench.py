@@ -11,7 +11,8 @@ Printed, not asserted: timings belong in a benchmark, not in tests. Four measure
    `.item()`; validation the same way), (b) ours (`train.train_epoch` + `train.validate`), (c) the
    compute floor: the same number of steps on one pre-made batch, no validation.
 4. Stacked training (`helpers.stacked`): seconds per model-epoch for six 128-64 models trained
-   side by side, against one trained alone by our loop, at batch 8 and at batch 64.
+   side by side, against one trained alone by our loop, at batch 8 and at batch 64; and the same
+   stack with autograd's backward (`AutogradStack`) against the hand-written one.
 The contenders of each measurement run interleaved, best of `--repeats`: this machine's speed
 drifts from minute to minute, and a drift must not land on one contender only.
 """
@@ -20,13 +21,16 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from pathlib import Path
+from unittest import mock
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from . import data, mnist, stacked
-from .model import MLP
+from . import data, mnist, paths, stacked, store
+from .model import MLP, keep_mask
 from .train import train_epoch, validate
 
 
@@ -154,22 +158,55 @@ def bench_epoch(prepared: data.Prepared, repeats: int) -> None:
           f"speedup={t['seed_style'] / t['ours']:.2f} floor_ratio={t['ours'] / t['floor']:.2f}", flush=True)
 
 
-def bench_stacked(prepared: data.Prepared, repeats: int, k: int = 6) -> None:
+class AutogradStack(stacked.StackedMLP):
+    """The contender to the hand-written backward: the same stacked forward (baddbmm over the
+    model axis, the same dropout draws) on the same flat parameter tensor, autograd's backward,
+    and the same flat update. tests/test_stacked.py checks it ends with the same weights."""
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, lr_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        w = self.w.detach().requires_grad_()  # a leaf on the same storage; views of it by block
+        p = {key: w[v.storage_offset():v.storage_offset() + v.numel()].view(v.shape) for key, v in self.p.items()}
+        h = x
+        n_hidden = len(self.dims) - 2
+        for i in range(n_hidden):
+            z = torch.baddbmm(p["b", i], h, p["W", i])
+            xhat = F.layer_norm(z, z.shape[-1:], eps=stacked.LN_EPS)
+            h = torch.relu(torch.addcmul(p["beta", i], xhat, p["gamma", i]))
+            if self.dropout[i] > 0:
+                keep = torch.stack([keep_mask(h.shape[1:], self.dropout[i], g) for g in self.generators])
+                h = h * keep * (1.0 / (1.0 - self.dropout[i]))
+        logits = torch.baddbmm(p["b", n_hidden], h, p["W", n_hidden])
+        K, B, C = logits.shape
+        loss = F.cross_entropy(logits.reshape(K * B, C), y.reshape(K * B), reduction="none",
+                               label_smoothing=self.label_smoothing).view(K, B).mean(1)
+        loss.sum().backward()  # model k's parameters get the gradient of its own mean loss
+        torch.add(w.grad, self.w, alpha=self.weight_decay, out=self.grad)
+        self._update(lr_scale)
+        return loss.detach(), (logits.argmax(2) == y).sum(1)
+
+
+def bench_stacked(prepared: data.Prepared, repeats: int, k: int = 6) -> list[dict]:
     settings = dict(hidden=[128, 64], dropout=[0.15, 0.2], momentum=0.9, weight_decay=1e-5, schedule="onecycle")
+    rows = []
     for batch in (8, 64):
         def alone():
             model = MLP(lr=0.05)
             train_epoch(model, prepared.loaders(batch, 0)[0])
             validate(model, prepared.loaders(batch, 0)[1])
 
-        def together():
+        def together(stack=stacked.StackedMLP):
             members = [stacked.Member(lr, 0) for lr in (0.01, 0.02, 0.03, 0.05, 0.1, 0.2)[:k]]
-            stacked.train_stack(prepared, members, batch_size=batch, epochs=1, **settings)
+            with mock.patch.object(stacked, "StackedMLP", stack):  # train_stack builds its stack by this name
+                stacked.train_stack(prepared, members, batch_size=batch, epochs=1, **settings)
 
-        t = _interleaved({"alone": alone, "stacked": together}, repeats)
+        t = _interleaved({"alone": alone, "stacked": together, "autograd": lambda: together(AutogradStack)}, repeats)
         per_model = t["stacked"] / k
         print(f"stacked batch={batch}: alone_s={t['alone']:.2f} stacked_{k}_s={t['stacked']:.2f} "
-              f"per_model_s={per_model:.2f} speedup={t['alone'] / per_model:.2f}", flush=True)
+              f"autograd_{k}_s={t['autograd']:.2f} per_model_s={per_model:.2f} speedup={t['alone'] / per_model:.2f} "
+              f"autograd_vs_hand_written={t['autograd'] / t['stacked']:.2f}", flush=True)
+        rows.append({"batch_size": batch, "models": k, "alone_s": t["alone"], "stacked_s": t["stacked"],
+                     "autograd_s": t["autograd"]})
+    return rows
 
 
 def main(argv=None) -> None:
@@ -192,7 +229,15 @@ def main(argv=None) -> None:
     if "epoch" in parts:
         bench_epoch(prepared, args.repeats)
     if "stacked" in parts:
-        bench_stacked(prepared, args.repeats)
+        rows = bench_stacked(prepared, args.repeats)
+        record = store.result_record({"repeats": args.repeats, "threads": args.threads, "digits": len(train)},
+                                     None, rows=rows)
+        print(f"saved {paths.show(store.save_json(stacked_path(), record))}")
+
+
+def stacked_path() -> Path:
+    """The stacked trainer's latest timings (the README's backward table)."""
+    return paths.figures_dir() / "bench_stacked.json"
 
 
 if __name__ == "__main__":

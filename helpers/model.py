@@ -128,12 +128,8 @@ class MLP(nn.Module):
         # The optimizer itself is built on first use of `self.optimizer`: building torch's SGD
         # imports much of torch (seconds), which a model that is only evaluated, or only lends
         # its initial weights to `helpers.stacked`, never needs.
-        lr = P.positive("lr", lr)
-        momentum = P.number("momentum", momentum, low=0.0, high=1.0, high_open=True)
-        weight_decay = P.number("weight_decay", weight_decay, low=0.0)
-        nesterov = P.boolean("nesterov", nesterov) and momentum > 0
-        self.optimizer_config = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
-                                 "nesterov": nesterov}
+        checked = P.check_settings(0, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        self.optimizer_config = {**checked, "nesterov": P.boolean("nesterov", nesterov) and checked["momentum"] > 0}
         self._optimizer = None
 
     @property

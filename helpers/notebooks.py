@@ -53,6 +53,7 @@ SMOKE_PARAMETERS = {
 def execute(name: str, output: Path, parameters: dict | None = None) -> float:
     """Execute notebooks/<name>.ipynb into `output` (atomically); return the seconds it took."""
     import papermill as pm
+    from traitlets.config import Config
 
     os.environ["DIGITS_HEADLESS"] = "1"  # the kernel inherits it: log lines, not widgets
     source = paths.NOTEBOOKS / f"{name}.ipynb"
@@ -63,7 +64,9 @@ def execute(name: str, output: Path, parameters: dict | None = None) -> float:
         try:
             pm.execute_notebook(str(source), str(nb_tmp), parameters=parameters or {},
                                 kernel_name="python3", cwd=str(paths.NOTEBOOKS),
-                                progress_bar=False, log_output=True, stdout_file=None)
+                                progress_bar=False, log_output=True, stdout_file=None,
+                                # a local kernel over IPC sockets: no TCP port, and no warning about one
+                                config=Config(KernelManager={"transport": "ipc"}))
             os.replace(nb_tmp, tmp)
         finally:
             nb_tmp.unlink(missing_ok=True)

@@ -85,7 +85,7 @@ def check_settings(n_train: int, **settings) -> dict:
 
     One place for the checks 03-06 share, so a bad value stops each of them the same way,
     before any training: epochs, batch_size (<= n_train), lr, momentum, weight_decay, hidden,
-    dropout, schedule, seed, prune_below, workers.
+    dropout, schedule, seed, workers.
     """
     checks = {
         "epochs": lambda v: integer("epochs", v, minimum=1),
@@ -97,7 +97,6 @@ def check_settings(n_train: int, **settings) -> dict:
         "dropout": lambda v: list(numbers("dropout", v, low=0.0, high=1.0, high_open=True)),
         "schedule": lambda v: choice("schedule", v, SCHEDULES),
         "seed": lambda v: integer("seed", v, minimum=0),
-        "prune_below": lambda v: number("prune_below", v, low=0.0, high=1.0),
         "workers": lambda v: integer("workers", v, minimum=0) or os.cpu_count() or 1,
     }
     unknown = set(settings) - set(checks)

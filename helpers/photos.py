@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+from scipy import ndimage
 
 PAPER = (0.3, 0.9)          # mean paper luminance over the frame (0 black, 1 white)
 CONTRAST = (0.45, 0.9)      # ink darkness relative to the paper: ink = paper * (1 - contrast)
@@ -105,25 +106,11 @@ def illumination(shot: Shot) -> np.ndarray:
     return light / light.mean()
 
 
-def _gaussian_blur(a: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur with edge padding (Pillow has none for float images)."""
-    radius = int(np.ceil(3 * sigma))
-    if radius < 1:
-        return a
-    t = np.arange(-radius, radius + 1, dtype=np.float32)
-    kernel = np.exp(-t * t / (2 * sigma * sigma))
-    kernel /= kernel.sum()
-    n, m = a.shape
-    p = np.pad(a, ((radius, radius), (0, 0)), mode="edge")
-    a = sum(w * p[i:i + n] for i, w in enumerate(kernel))
-    p = np.pad(a, ((0, 0), (radius, radius)), mode="edge")
-    return sum(w * p[:, i:i + m] for i, w in enumerate(kernel))
-
-
 def photograph(digit: torch.Tensor | np.ndarray, shot: Shot) -> Image.Image:
     """The digit as a phone photo shows it: an RGB image, round-tripped through JPEG."""
     lum = illumination(shot) * shot.paper * (1 - shot.contrast * coverage(digit, shot))
-    lum = _gaussian_blur(lum, shot.blur)  # the lens blurs the scene; the sensor adds noise after
+    # the lens blurs the scene (edges repeated, 3 sigma each side); the sensor adds noise after
+    lum = ndimage.gaussian_filter(lum, shot.blur, mode="nearest", radius=int(np.ceil(3 * shot.blur)))
     rgb = lum[..., None] * np.array([1 + shot.tint, 1.0, 1 - shot.tint], np.float32)
     rng = np.random.default_rng(shot.seed)
     rgb = rgb + rng.normal(0.0, shot.noise, rgb.shape).astype(np.float32)

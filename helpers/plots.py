@@ -365,18 +365,21 @@ def grid_heatmap(values: "pd.DataFrame", text: "pd.DataFrame", best: Mapping, cl
     return fig
 
 
-def against_full(joined: "pd.DataFrame", label: str, rho: float | None, title: str = "",  # noqa: F821
+def against_full(joined: "pd.DataFrame", names: Sequence[str], rho: float | None, title: str = "",  # noqa: F821
                  floor: float = 0.9, pick: Mapping | None = None, top: int = 5):
     """Each point's validation accuracy at the study's budget against the full budget's.
 
-    `joined`: studies.compare_with_full's table, with a column `label` naming each point. Left,
+    `joined`: studies.compare_with_full's table; a point is named by its values of `names` (the
+    grid's parameters), joined by "/" (peak lr 0.1 with batch 16: "0.1/16"). Left,
     every point; right, zoomed into where the decision is made: the full budget's `top` points
     and `pick` (the study's answer, a point such as StudyResult.best; by default the best mean at
     the study's budget), named there, with the full budget's seed spread (+- 1 std) as bars.
     Points below `floor` at the full budget (runs that collapsed) are left off, named in the title.
     """
+    label = "/".join(f"{{{n}:g}}" for n in names)
+    joined = joined.assign(label=[label.format(**row) for row in joined[list(names)].to_dict("records")])
     shown = joined[joined["val_acc_mean_full"] >= floor].reset_index(drop=True)
-    off = joined[joined["val_acc_mean_full"] < floor][label].tolist()
+    off = joined[joined["val_acc_mean_full"] < floor]["label"].tolist()
     x, y = 100 * shown["val_acc_mean_full"].to_numpy(float), 100 * shown["val_acc_mean"].to_numpy(float)
     xerr = 100 * shown["val_acc_std"].fillna(0).to_numpy(float)
     is_pick = (_rows_of(shown, [pick]) if pick is not None else y == y.max())
@@ -401,9 +404,9 @@ def against_full(joined: "pd.DataFrame", label: str, rho: float | None, title: s
     ax2.set_ylim(y0 - py, y1 + py)
     ax1.add_patch(Rectangle((x0 - px, y0 - py), x1 - x0 + 2 * px, y1 - y0 + 2 * py, fill=False, ls="--", lw=0.8))
     order = np.flatnonzero(named)
-    names = [f"{shown[label][i]}" + (" (chosen)" if is_pick[i] else "")
-             + (f", full rank {rank[i]}" if is_top[i] else "") for i in order]
-    _side_labels(ax2, x[order], y[order], names, ["tab:red" if is_pick[i] else "tab:blue" for i in order])
+    named_as = [shown["label"][i] + (" (chosen)" if is_pick[i] else "")
+                + (f", full rank {rank[i]}" if is_top[i] else "") for i in order]
+    _side_labels(ax2, x[order], y[order], named_as, ["tab:red" if is_pick[i] else "tab:blue" for i in order])
     ax1.set_title("Every point (dashed: the zoomed region)", fontsize=10)
     ax2.set_title(f"The pick and the full budget's top {top} (bars: ± 1 std over seeds)", fontsize=10)
     ax1.legend(handles=[Line2D([], [], color="tab:red", marker="*", ls="", ms=11, label="chosen at the default budget"),

@@ -138,17 +138,6 @@ def _shrink(a: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(a.astype(np.float32)).resize(size, Image.BOX))
 
 
-def _box(a: np.ndarray, k: int) -> np.ndarray:
-    """Mean over a k x k window, edges repeated: noise averages out, strokes wider than k stay."""
-    if k <= 1:
-        return a
-    lo = k // 2
-    p = np.pad(a.astype(np.float64), ((lo, k - 1 - lo), (lo, k - 1 - lo)), mode="edge")
-    c = np.pad(p.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    h, w = a.shape
-    return ((c[k:k + h, k:k + w] - c[:h, k:k + w] - c[k:k + h, :w] + c[:h, :w]) / (k * k)).astype(np.float32)
-
-
 def _spread(a: np.ndarray) -> float:
     """Robust standard deviation (from the median absolute deviation): a minority of ink leaves it be."""
     return 1.4826 * float(np.median(np.abs(a - np.median(a))))
@@ -279,7 +268,8 @@ def _measure(work: np.ndarray, k: int, cropped: bool = False) -> _Measure:
     fine = _fine_noise(work) if cropped else None
     paper = _paper(work, fine)
     background = _background(work, paper, flat=cropped)
-    residual = _box(work - background, k)
+    # a k x k mean, edges repeated: noise averages out, strokes wider than k stay
+    residual = ndimage.uniform_filter(work - background, k, mode="nearest")
     if cropped:
         noise = fine
     else:
@@ -364,10 +354,7 @@ def _extent(profile: np.ndarray) -> slice:
 
 def _centre(patch: np.ndarray) -> torch.Tensor:
     """Paste `patch` into 28x28 so its centre of mass lands on (14, 14), clipped to the frame."""
-    mass = patch.astype(np.float64)
-    total = mass.sum()
-    cy = (mass.sum(1) * np.arange(patch.shape[0])).sum() / total
-    cx = (mass.sum(0) * np.arange(patch.shape[1])).sum() / total
+    cy, cx = ndimage.center_of_mass(patch.astype(np.float64))
     top, left = int(round(FRAME / 2 - cy)), int(round(FRAME / 2 - cx))
     out = np.zeros((FRAME, FRAME), np.uint8)
     y0, x0 = max(top, 0), max(left, 0)

@@ -206,6 +206,30 @@ def context() -> str:
     return "\n".join(rows) + "\n\n" + E.context_conclusion(t) + "\n"
 
 
+AUTOGRAD_WITHIN = 1.2  # autograd's backward replaces the hand-written one if no slower than this at every batch
+
+
+def backward() -> str:
+    """The stacked trainer's hand-written backward against autograd's, from `make bench`."""
+    r = _json("bench_stacked.json")
+    rows = ["| batch | one model alone, our loop (s) | 6 stacked, hand-written backward (s) | "
+            "6 stacked, autograd's backward (s) | autograd / hand-written |", "| --- | --- | --- | --- | --- |"]
+    ratios = {}
+    for row in r["rows"]:
+        ratios[row["batch_size"]] = row["autograd_s"] / row["stacked_s"]
+        rows.append(f"| {row['batch_size']} | {row['alone_s']:.2f} | {row['stacked_s']:.2f} | {row['autograd_s']:.2f} "
+                    f"| {ratios[row['batch_size']]:.2f}× |")
+    slow = {b: q for b, q in ratios.items() if q > AUTOGRAD_WITHIN}
+    verdict = (f"Autograd is within {AUTOGRAD_WITHIN}× of the hand-written backward at every batch size measured."
+               if not slow else
+               "Autograd's backward takes " + " and ".join(f"{q:.1f}× as long at batch {b}" for b, q in slow.items())
+               + f", beyond the {AUTOGRAD_WITHIN}× that would pay for one way of computing gradients "
+               "instead of two, so the hand-written backward stays.")
+    return ("\n".join(rows) + f"\n\nOne epoch of {r['parameters']['digits']:,} digits, best of "
+            f"{r['parameters']['repeats']} interleaved runs, {r['parameters']['threads']} thread, on "
+            f"{r['versions']['cpu']} ({r['created'][:10]}). {verdict}\n")
+
+
 def kaggle() -> str:
     if not (paths.figures_dir() / "kaggle.json").exists():
         return "No committed round trip: run `make kaggle`.\n"
@@ -283,7 +307,8 @@ def machines() -> str:
 
 
 RENDERERS = {"results": results, "context": context, "studies": studies_, "recipes": recipes, "speed": speed,
-             "machines": machines, "kaggle": kaggle}
+             "machines": machines, "kaggle": kaggle,
+             "backward": backward}
 
 
 def render(text: str) -> str:

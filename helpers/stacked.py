@@ -4,8 +4,9 @@ At the studies' sizes (the 128-64 MLP, batches of 8 to 128) a training step is m
 dozens of small tensor operations, autograd's bookkeeping and the optimizer's Python code, each a
 few microseconds, whatever the batch. Here K models that share a batch size take their steps
 together: every operation works on all K at once (`torch.baddbmm` over a leading model axis), the
-backward pass is written out by hand (no autograd graph), and all parameters, gradients and
-momentum buffers live in three flat tensors, so the SGD update is two operations whatever K is.
+backward pass is written out by hand (no autograd graph: `make bench` times autograd's on the
+same stack, README "Speed"), and all parameters, gradients and momentum buffers live in three
+flat tensors, so the SGD update is two operations whatever K is.
 
 Each model k is the MLP of `helpers.model` with its own peak learning rate and seed, and draws
 exactly what it would draw trained alone by `train.fit`: its initial weights and then its dropout
@@ -220,11 +221,14 @@ class StackedMLP:
         dlogits = logp.exp_().sub_(eps / C)
         dlogits.scatter_add_(2, y.unsqueeze(2), torch.full((K, B, 1), eps - 1.0))
         self._backward(dlogits.mul_(1.0 / B), saved, h_last)
+        self._update(lr_scale)
+        return loss.detach(), correct
+
+    def _update(self, lr_scale: float) -> None:
         # torch's SGD on the flat tensors: buf = mu * buf + (g + wd * w); w -= lr_k * s(t) * buf
         torch.add(self.grad, self.buf, alpha=self.momentum, out=self.buf)
         step = torch.add(self.grad, self.buf, alpha=self.momentum) if self.nesterov else self.buf
         self.w.addcmul_(step, self.lr_flat, value=-lr_scale)
-        return loss.detach(), correct
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:

@@ -55,12 +55,12 @@ def data_fingerprint(prepared: data.Prepared) -> dict:
 
 @dataclass
 class StudyResult:
-    """What a study found. `tables`: one DataFrame per budget, a row per point (see `point_rows`)."""
+    """What a study found: `table` has a row per point (see `point_rows`)."""
 
     settings: P.StudySettings
     study_name: str
-    tables: dict[str, pd.DataFrame]        # budget label ("20 epochs", "20 epochs on 25%") -> rows
-    final: str                             # the budget label the answer is read from
+    table: pd.DataFrame
+    final: str                             # its budget's label ("20 epochs", "20 epochs on 25% of the digits")
     best: dict
     indistinguishable: list[dict]
     noise_std: float | None                # pooled seed-to-seed std of val_acc at the final budget
@@ -68,10 +68,6 @@ class StudyResult:
     full: dict | None = None               # comparison with the committed full-budget results
     path: Path | None = None
     extra: dict = field(default_factory=dict)
-
-    @property
-    def table(self) -> pd.DataFrame:
-        return self.tables[self.final]
 
     def figure(self, name: str) -> str:
         """Where `plots.save` puts this study's figure `name`: full-budget ones go to figures/full/."""
@@ -118,7 +114,7 @@ def run(notebook: str, *, grid: dict, budget: str = "default", epochs: int, seed
             and W.task_of(t)["fraction"] == fraction and COPIED not in t.user_attrs]
     trained = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds() \
         if done else None
-    result = StudyResult(settings, name, {label: table}, label, best, close, noise, seconds)
+    result = StudyResult(settings, name, table, label, best, close, noise, seconds)
     result.extra.update(fraction=fraction, storage=W.masked(url) or f"journal {paths.show(W.journal_path(name))}",
                         trained_seconds=trained, tasks=tasks)
     result.full = compare_with_full(result) if budget == "default" else None
@@ -458,15 +454,14 @@ def save(result: StudyResult, prepared: data.Prepared) -> Path:
     """figures/NN.json (figures/full/NN.json for the full budget): rows, conclusion, parameters, versions."""
     s = result.settings
     folder = paths.figures_dir() / ("full" if s.budget == "full" else "")
-    tables = {label: t.to_dict(orient="records") for label, t in result.tables.items()}
     full = None
     if result.full is not None:
         full = {k: v for k, v in result.full.items() if k != "joined"}
     record = store.result_record(
         {**s.as_dict(), "fraction": result.extra.get("fraction", 1.0), "storage": result.extra.get("storage", ""),
          "data": prepared.parameters},
-        None, study=result.study_name, budget=result.final, rows=tables[result.final],
-        tables={k: v for k, v in tables.items() if k != result.final}, best=result.best,
+        None, study=result.study_name, budget=result.final, rows=result.table.to_dict(orient="records"),
+        best=result.best,
         indistinguishable=result.indistinguishable, noise_std=result.noise_std, seconds=result.seconds,
         trained_seconds=result.extra.get("trained_seconds"), tasks=result.extra.get("tasks"),
         data=data_fingerprint(prepared), against_full=full)

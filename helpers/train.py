@@ -127,7 +127,7 @@ def fit(model: MLP, train_loader: DataLoader, val_loader: DataLoader, epochs: in
     With `checkpoint`, the full training state is saved atomically after every epoch; with
     `resume` too, a run continues from that file and ends with the same weights as one that was
     never interrupted (same optimizer, schedule, shuffle-order and dropout RNG states).
-    `on_epoch(row)` sees each epoch's row (a study reports to its pruner there; raising stops).
+    `on_epoch(row)` sees each epoch's row (raising there stops the run).
     `progress`: a live bar (notebook) or one log line per epoch; default: bar unless headless.
     `augment`: applied to each training batch after normalization (`data.RandomShift`,
     `data.RandomAffine`); its `spec` is recorded with the run.

@@ -203,6 +203,13 @@ def failures(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("interrupted")]
 
 
+def attempt(trial: FrozenTrial) -> int:
+    """Which run of its task a trial is. `enqueue` records it; Optuna's heartbeat retry copies the
+    stale trial's user attrs (its `attempt` too) and records the trials it replaced instead."""
+    return trial.user_attrs.get("attempt", 1) + len(
+        optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial))
+
+
 def enqueue(study: optuna.Study, tasks: list[dict]) -> dict[str, list]:
     """Queue each task that has no finished, queued or running trial; return the tasks by state.
 
@@ -243,8 +250,8 @@ def claim(study: optuna.Study, storage, token: str, limit: int) -> list[tuple[Fr
     if not waiting:
         return []
     first = waiting[0]
-    group = [first] if first.user_attrs.get("attempt", 1) > 1 else sorted(
-        (t for t in waiting if t.user_attrs.get("attempt", 1) == 1
+    group = [first] if attempt(first) > 1 else sorted(
+        (t for t in waiting if attempt(t) == 1
          and stacked.stack_key(task_of(t)) == stacked.stack_key(task_of(first))),
         key=lambda t: (task_of(t).get("seed") != task_of(first).get("seed"), t.number))
     study_id = storage.get_study_id_from_name(study.study_name)

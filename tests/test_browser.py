@@ -140,6 +140,8 @@ def test_draw_a_one_and_read_the_prediction(jlab):
                     + ("; the kernel took itself for headless" if skipped else "")
                     + f"); {jlab.evidence('no-pad')}")
     assert page.get_attribute(PAD, "data-state") == "empty", f"a fresh pad is not empty; {jlab.evidence('pad')}"
+    assert page.eval_on_selector(PAD, "e => getComputedStyle(e).display") == "flex", \
+        f"the pad's stylesheet (draw.css) is not applied; {jlab.evidence('pad-style')}"
 
     box = canvas.bounding_box()
     x = box["x"] + 0.5 * box["width"]

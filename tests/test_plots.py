@@ -47,8 +47,7 @@ def test_against_full_names_the_pick_and_the_full_top_and_leaves_collapsed_runs_
                            "val_acc_mean": [0.90, 0.95, 0.97, 0.965, 0.96, 0.94, 0.11], "n_seeds": 3,
                            "val_acc_mean_full": [0.95, 0.975, 0.982, 0.983, 0.981, 0.97, 0.11],
                            "val_acc_std": [0.001] * 6 + [np.nan], "n_seeds_full": 3})
-    joined["label"] = joined["lr"].map("{:g}".format)
-    fig = plots.against_full(joined, "label", 0.9, title="t", pick={"lr": 0.1, "val_acc_mean": 0.97})
+    fig = plots.against_full(joined, ["lr"], 0.9, title="t", pick={"lr": 0.1, "val_acc_mean": 0.97})
     assert isinstance(fig, matplotlib.figure.Figure)
     zoom = fig.axes[1]
     named = [t.get_text() for t in zoom.texts]
@@ -56,6 +55,9 @@ def test_against_full_names_the_pick_and_the_full_top_and_leaves_collapsed_runs_
     assert not any(t.startswith("0.001") for t in named)   # not among the top 5: unlabelled
     assert "off the chart" in fig._suptitle.get_text() and "3" in fig._suptitle.get_text()
     assert zoom.get_xlabel() == "validation accuracy at the full budget (%)"
+    pairs = joined.assign(batch_size=16)
+    assert "0.1/16 (chosen), full rank 2" in [t.get_text() for t in plots.against_full(
+        pairs, ["lr", "batch_size"], 0.9, pick={"lr": 0.1, "batch_size": 16}).axes[1].texts]
 
 
 def test_curves_band_highlights_and_zooms():

@@ -34,3 +34,19 @@ def test_a_changed_result_changes_the_readme(tmp_path, monkeypatch):
 def test_an_unknown_block_is_an_error():
     with pytest.raises(KeyError, match="no renderer"):
         readme.render("<!-- rendered: nonsense -->\nold\n<!-- /rendered: nonsense -->\n")
+
+
+def test_the_backward_verdict_follows_the_bench(tmp_path, monkeypatch):
+    """The hand-written backward stays only while autograd is more than 1.2x slower somewhere."""
+    shutil.copytree(paths.ROOT / "figures", tmp_path / "figures")
+    record = tmp_path / "figures" / "bench_stacked.json"
+    data = json.loads(record.read_text())
+    monkeypatch.setenv("DIGITS_FIGURES_DIR", str(tmp_path / "figures"))
+    for row in data["rows"]:
+        row["autograd_s"] = 1.1 * row["stacked_s"]
+    record.write_text(json.dumps(data))
+    assert "within 1.2× of the hand-written backward at every batch size" in readme.backward()
+    data["rows"][0]["autograd_s"] = 1.5 * data["rows"][0]["stacked_s"]
+    record.write_text(json.dumps(data))
+    assert f"1.5× as long at batch {data['rows'][0]['batch_size']}" in readme.backward()
+    assert "hand-written backward stays" in readme.backward()

@@ -43,3 +43,19 @@ def test_nbval_command_collects_every_committed_notebook_in_a_private_folder():
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     for name in notebooks.ORDER:
         assert f"{name}.ipynb" in proc.stdout
+
+
+def test_a_notebook_runs_quietly(tmp_path, monkeypatch, capfd):
+    # `make reproduce` prints one line per notebook: a silent notebook prints nothing at all
+    # (ipykernel warns on stderr of a kernel reached over TCP)
+    cell = {"cell_type": "code", "id": "silent", "metadata": {"tags": ["parameters"]}, "source": "x = 1",
+            "outputs": [], "execution_count": None}
+    nb = {"cells": [cell], "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                         "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    (tmp_path / "silent.ipynb").write_text(json.dumps(nb))
+    monkeypatch.setattr(paths, "NOTEBOOKS", tmp_path)
+    notebooks.execute("silent", tmp_path / "out.ipynb")
+    out, err = capfd.readouterr()
+    assert (out + err).strip() == "", out + err
+    assert json.loads((tmp_path / "out.ipynb").read_text())["cells"][0]["execution_count"] == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import data, stacked as S, train as T
+from helpers import bench, data, stacked as S, train as T
 from helpers.model import MLP
 
 try:
@@ -39,6 +39,18 @@ SETTINGS = [
     dict(hidden=[24], dropout=[0.3], momentum=0.8, weight_decay=0.0, schedule="constant", nesterov=True,
          label_smoothing=0.1),
 ]
+
+
+@pytest.mark.parametrize("settings", SETTINGS)
+def test_the_benchs_autograd_contender_trains_the_same_models(prepared, settings, monkeypatch):
+    # `make bench` times it against the hand-written backward: it must compute the same thing
+    members = [S.Member(0.05, 0), S.Member(0.1, 1)]
+    hand, _ = S.train_stack(prepared, members, batch_size=16, epochs=2, **settings)
+    monkeypatch.setattr(S, "StackedMLP", bench.AutogradStack)
+    auto, _ = S.train_stack(prepared, members, batch_size=16, epochs=2, **settings)
+    assert isinstance(auto, bench.AutogradStack)
+    for k in range(len(members)):
+        assert max_weight_gap(auto.member(k), hand.member(k)) < 1e-4
 
 
 @pytest.mark.parametrize("settings", SETTINGS)

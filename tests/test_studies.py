@@ -520,6 +520,29 @@ def test_postgres_silent_worker_is_found_by_heartbeat_and_its_task_retried(pg_se
 
 
 @pytest.mark.postgres
+def test_postgres_a_heartbeat_retry_is_taken_alone(pg_server, monkeypatch, prepared, short_heartbeat):
+    """Optuna's retry copies the stale trial's user attrs (`attempt: 1`, the dead worker's token):
+    it must still count as a retry, which a worker takes alone."""
+    url = pg_server.create_database()
+    name = study_name_for("t_retry", QUICK, prepared)
+    storage = W.open_storage(url, name)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    W.enqueue(study, [{"lr": lr, "seed": 0, "epochs": 1, "fraction": 1.0} for lr in (0.01, 0.02)])
+    (dead, _), = W.claim(study, storage, "elsewhere:1", 1)  # then its worker goes silent
+    time.sleep(W.GRACE_S + 1)
+    optuna.storages.fail_stale_trials(study)
+    retry, = [t for t in study.get_trials(states=(TrialState.WAITING,))
+              if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == dead.number]
+    assert retry.user_attrs["attempt"] == 1 and W.attempt(retry) == 2
+    # the other task is first in the queue and of the same stack: it must not take the retry along
+    first = W.claim(study, storage, "here:2", 2)
+    second = W.claim(study, storage, "here:2", 2)
+    assert [W.task_of(t)["lr"] for t, _ in first] == [0.02]
+    assert [t.number for t, _ in second] == [retry.number]
+    assert study.trials[retry.number].user_attrs["worker"] == "here:2"
+
+
+@pytest.mark.postgres
 def test_postgres_restarted_mid_study_the_study_waits_and_completes(pg_server, monkeypatch, background):
     url = pg_server.create_database()
     monkeypatch.setenv(W.STORAGE_ENV, url)

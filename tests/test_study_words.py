@@ -17,7 +17,7 @@ def _result(means: dict[float, list[float]], full: dict | None = None) -> S.Stud
                          for lr, a in means.items()])
     best, close, noise = S.conclude(rows, ["lr"])
     settings = SimpleNamespace(grid={"lr": list(means)}, notebook="04_lr_sweep", budget="default")
-    return S.StudyResult(settings, "test", {"20 epochs": rows}, "20 epochs", best, close, noise, 0.0, full=full)
+    return S.StudyResult(settings, "test", rows, "20 epochs", best, close, noise, 0.0, full=full)
 
 
 def test_verdict_names_the_points_within_noise_and_those_that_failed():

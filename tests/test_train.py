@@ -99,7 +99,6 @@ def test_bad_run_settings_stop_before_training(small_prepared):
     ({"hidden": [64, 32], "dropout": [0.1]}, "one rate per hidden layer"),
     ({"schedule": "cosine"}, "parameter 'schedule'"),
     ({"seed": -1}, "parameter 'seed'"),
-    ({"prune_below": 1.5}, "parameter 'prune_below'"),
 ])
 def test_check_settings_names_the_bad_parameter(settings, match):
     with pytest.raises(ParameterError, match=match):
