@@ -57,7 +57,7 @@ test-notebooks: $(STAMP)
 smoke: $(STAMP)
 	$(BIN)/python -m helpers.notebooks smoke
 
-## bench: loader and training-step benchmarks (seed-style pipeline vs ours vs the compute floor)
+## bench: loader, training-step and stacked-trainer benchmarks (seed-style pipeline vs ours vs the compute floor; hand-written backward vs autograd -> figures/bench_stacked.json and the README)
 bench: $(STAMP)
 	$(BIN)/python -m helpers.bench
 	$(BIN)/python -m helpers.readme

@@ -58,15 +58,16 @@ def execute(name: str, output: Path, parameters: dict | None = None) -> float:
     os.environ["DIGITS_HEADLESS"] = "1"  # the kernel inherits it: log lines, not widgets
     source = paths.NOTEBOOKS / f"{name}.ipynb"
     start = time.perf_counter()
-    with store.atomic_path(output) as tmp:
+    # The kernel is reached over IPC sockets, not TCP: no open port, and no warning about one. The
+    # sockets go to a private folder (by default they land in the kernel's cwd, the checkout).
+    with store.atomic_path(output) as tmp, tempfile.TemporaryDirectory(prefix="digits-kernel-") as sockets:
         # papermill infers the format from the extension; the temporary name ends in .part
         nb_tmp = tmp.with_suffix(".ipynb")
         try:
             pm.execute_notebook(str(source), str(nb_tmp), parameters=parameters or {},
                                 kernel_name="python3", cwd=str(paths.NOTEBOOKS),
                                 progress_bar=False, log_output=True, stdout_file=None,
-                                # a local kernel over IPC sockets: no TCP port, and no warning about one
-                                config=Config(KernelManager={"transport": "ipc"}))
+                                config=Config(KernelManager={"transport": "ipc", "ip": f"{sockets}/kernel"}))
             os.replace(nb_tmp, tmp)
         finally:
             nb_tmp.unlink(missing_ok=True)

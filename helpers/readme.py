@@ -211,22 +211,32 @@ AUTOGRAD_WITHIN = 1.2  # autograd's backward replaces the hand-written one if no
 
 def backward() -> str:
     """The stacked trainer's hand-written backward against autograd's, from `make bench`."""
+    if not (paths.figures_dir() / "bench_stacked.json").exists():
+        return "No committed timings: run `make bench`.\n"
     r = _json("bench_stacked.json")
-    rows = ["| batch | one model alone, our loop (s) | 6 stacked, hand-written backward (s) | "
-            "6 stacked, autograd's backward (s) | autograd / hand-written |", "| --- | --- | --- | --- | --- |"]
-    ratios = {}
+    rows = ["| batch | one model alone, our loop (s) | models stacked | hand-written backward (s) | "
+            "autograd's backward (s) | autograd / hand-written: best times (each round) |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    best, rounds = {}, {}
     for row in r["rows"]:
-        ratios[row["batch_size"]] = row["autograd_s"] / row["stacked_s"]
-        rows.append(f"| {row['batch_size']} | {row['alone_s']:.2f} | {row['stacked_s']:.2f} | {row['autograd_s']:.2f} "
-                    f"| {ratios[row['batch_size']]:.2f}× |")
-    slow = {b: q for b, q in ratios.items() if q > AUTOGRAD_WITHIN}
-    verdict = (f"Autograd is within {AUTOGRAD_WITHIN}× of the hand-written backward at every batch size measured."
-               if not slow else
-               "Autograd's backward takes " + " and ".join(f"{q:.1f}× as long at batch {b}" for b, q in slow.items())
-               + f", beyond the {AUTOGRAD_WITHIN}× that would pay for one way of computing gradients "
-               "instead of two, so the hand-written backward stays.")
-    return ("\n".join(rows) + f"\n\nOne epoch of {r['parameters']['digits']:,} digits, best of "
-            f"{r['parameters']['repeats']} interleaved runs, {r['parameters']['threads']} thread, on "
+        b = row["batch_size"]
+        best[b], rounds[b] = row["autograd_s"] / row["stacked_s"], row["autograd_ratio_by_round"]
+        rows.append(f"| {b} | {row['alone_s']:.2f} | {row['models']} | {row['stacked_s']:.2f} | {row['autograd_s']:.2f} "
+                    f"| {best[b]:.2f}× ({min(rounds[b]):.2f}–{max(rounds[b]):.2f}×) |")
+    slow = {b: q for b, q in best.items() if q > AUTOGRAD_WITHIN}
+    if not slow:
+        verdict = (f"Autograd is within {AUTOGRAD_WITHIN}× of the hand-written backward at every batch size measured, "
+                   "so the hand-written backward no longer earns its place.")
+    else:
+        verdict = ("Autograd's backward takes " + " and ".join(f"{q:.2f}× as long at batch {b}" for b, q in slow.items())
+                   + f", beyond the {AUTOGRAD_WITHIN}× that would pay for one way of computing gradients instead "
+                   "of two, so the hand-written backward stays.")
+        close = [b for b in slow if min(rounds[b]) <= AUTOGRAD_WITHIN]
+        if close:
+            verdict += (" Single rounds at batch " + " and ".join(map(str, close)) + f" reach {AUTOGRAD_WITHIN}× or "
+                        "below: this machine's noise is as large as the margin, so measure again before relying on it.")
+    return ("\n".join(rows) + f"\n\nOne epoch of {r['parameters']['digits']:,} digits, seconds the best of "
+            f"{r['parameters']['repeats']} interleaved rounds, torch threads: {r['parameters']['threads']}, on "
             f"{r['versions']['cpu']} ({r['created'][:10]}). {verdict}\n")
 
 

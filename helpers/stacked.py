@@ -249,7 +249,8 @@ def train_stack(prepared: Prepared, members: Sequence[Member], *, hidden: Sequen
                 dropout: Sequence[float], batch_size: int, epochs: int, schedule: str = "onecycle",
                 momentum: float = 0.9, weight_decay: float = 1e-5, nesterov: bool = False,
                 label_smoothing: float = 0.0, fraction: float = 1.0,
-                on_epoch: Callable[[int, list[dict]], None] | None = None) -> tuple[StackedMLP, list[list[dict]]]:
+                on_epoch: Callable[[int, list[dict]], None] | None = None,
+                stack_class: type[StackedMLP] = StackedMLP) -> tuple[StackedMLP, list[list[dict]]]:
     """Train every member on `prepared`'s split, as `train.fit` would train each alone.
 
     Returns the stacked model and one history per member (rows as `train.fit` writes them, plus
@@ -258,9 +259,10 @@ def train_stack(prepared: Prepared, members: Sequence[Member], *, hidden: Sequen
     member whose loss turns non-finite is stopped there and its rows say `diverged`.
     `fraction` < 1 trains on that share of the training split (stratified, the same for every
     seed), a cheaper budget for studies; validation always uses the whole validation split.
+    `stack_class` takes the steps (`make bench` passes autograd's contender, `bench.AutogradStack`).
     """
-    stack = StackedMLP(members, hidden, dropout, momentum=momentum, weight_decay=weight_decay,
-                       nesterov=nesterov, label_smoothing=label_smoothing)
+    stack = stack_class(members, hidden, dropout, momentum=momentum, weight_decay=weight_decay,
+                        nesterov=nesterov, label_smoothing=label_smoothing)
     K = stack.K
     flat = prepared.images.reshape(len(prepared.images), -1)
     train_idx = prepared.train_idx

@@ -203,6 +203,12 @@ def failures(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("interrupted")]
 
 
+def holder(trial: FrozenTrial) -> str | None:
+    """The worker that signed its claim on `trial`. A heartbeat retry starts with a copy of the
+    stale trial's user attrs, the dead worker's signature too, which names another trial."""
+    return trial.user_attrs.get("worker") if trial.user_attrs.get("signed") == trial.number else None
+
+
 def attempt(trial: FrozenTrial) -> int:
     """Which run of its task a trial is. `enqueue` records it; Optuna's heartbeat retry copies the
     stale trial's user attrs (its `attempt` too) and records the trials it replaced instead."""
@@ -267,6 +273,7 @@ def claim(study: optuna.Study, storage, token: str, limit: int) -> list[tuple[Fr
             storage.record_heartbeat(tid)
         storage.set_trial_user_attr(tid, "worker", token)
         storage.set_trial_user_attr(tid, "history", [])  # a retry inherits its predecessor's
+        storage.set_trial_user_attr(tid, "signed", t.number)  # last: the claim is whole
         taken.append((t, tid))
         if len(taken) == limit:
             break
@@ -396,7 +403,7 @@ def _unsigned(study: optuna.Study, older_than: float) -> list[FrozenTrial]:
     died between taking and signing them (no heartbeat either, so Optuna cannot find them)."""
     now = time.time()
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if "worker" not in t.user_attrs and now - t.datetime_start.timestamp() > older_than]
+            if holder(t) is None and now - t.datetime_start.timestamp() > older_than]
 
 
 def _give_back(study: optuna.Study, storage, held: list[FrozenTrial], why: str, log) -> None:
@@ -410,7 +417,7 @@ def _give_back(study: optuna.Study, storage, held: list[FrozenTrial], why: str, 
 def _bury(study: optuna.Study, storage, dead: _Worker, log) -> None:
     """Fail what a dead worker held, naming the signal, and queue it again if allowed."""
     held = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if t.user_attrs.get("worker") == dead.token]
+            if holder(t) == dead.token]
     if not is_rdb(storage):  # journal: nobody else claims, so unsigned trials were this one's
         held += _unsigned(study, ORPHAN_S)
     last = f" (last output: {dead.tail[-1]})" if dead.proc.returncode > 0 and dead.tail else ""
@@ -472,7 +479,7 @@ def run_trials(study: optuna.Study, storage, url: str | None, workers: int, log:
         # a database that is gone for good: the heartbeat fails these trials in the next run
         with contextlib.suppress(*LOST):
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if t.user_attrs.get("worker") in mine:
+                if holder(t) in mine:
                     _fail(study, storage, t, "interrupted: the notebook stopped its workers", interrupted=True)
 
 

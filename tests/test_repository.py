@@ -47,8 +47,10 @@ def test_nbval_command_collects_every_committed_notebook_in_a_private_folder():
 
 def test_a_notebook_runs_quietly(tmp_path, monkeypatch, capfd):
     # `make reproduce` prints one line per notebook: a silent notebook prints nothing at all
-    # (ipykernel warns on stderr of a kernel reached over TCP)
-    cell = {"cell_type": "code", "id": "silent", "metadata": {"tags": ["parameters"]}, "source": "x = 1",
+    # (ipykernel warns on stderr of a kernel reached over TCP). Its kernel's IPC sockets are not in
+    # its folder, where a killed run would leave them.
+    cell = {"cell_type": "code", "id": "silent", "metadata": {"tags": ["parameters"]},
+            "source": "import os\nassert not [f for f in os.listdir('.') if f.startswith('kernel')], os.listdir('.')",
             "outputs": [], "execution_count": None}
     nb = {"cells": [cell], "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                          "language": "python"}},
@@ -59,3 +61,4 @@ def test_a_notebook_runs_quietly(tmp_path, monkeypatch, capfd):
     out, err = capfd.readouterr()
     assert (out + err).strip() == "", out + err
     assert json.loads((tmp_path / "out.ipynb").read_text())["cells"][0]["execution_count"] == 1
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["out.ipynb", "silent.ipynb"]

@@ -42,12 +42,11 @@ SETTINGS = [
 
 
 @pytest.mark.parametrize("settings", SETTINGS)
-def test_the_benchs_autograd_contender_trains_the_same_models(prepared, settings, monkeypatch):
+def test_the_benchs_autograd_contender_trains_the_same_models(prepared, settings):
     # `make bench` times it against the hand-written backward: it must compute the same thing
     members = [S.Member(0.05, 0), S.Member(0.1, 1)]
     hand, _ = S.train_stack(prepared, members, batch_size=16, epochs=2, **settings)
-    monkeypatch.setattr(S, "StackedMLP", bench.AutogradStack)
-    auto, _ = S.train_stack(prepared, members, batch_size=16, epochs=2, **settings)
+    auto, _ = S.train_stack(prepared, members, batch_size=16, epochs=2, stack_class=bench.AutogradStack, **settings)
     assert isinstance(auto, bench.AutogradStack)
     for k in range(len(members)):
         assert max_weight_gap(auto.member(k), hand.member(k)) < 1e-4

@@ -534,12 +534,13 @@ def test_postgres_a_heartbeat_retry_is_taken_alone(pg_server, monkeypatch, prepa
     retry, = [t for t in study.get_trials(states=(TrialState.WAITING,))
               if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == dead.number]
     assert retry.user_attrs["attempt"] == 1 and W.attempt(retry) == 2
+    assert retry.user_attrs["worker"] == "elsewhere:1" and W.holder(retry) is None  # a copy signs nothing
     # the other task is first in the queue and of the same stack: it must not take the retry along
     first = W.claim(study, storage, "here:2", 2)
     second = W.claim(study, storage, "here:2", 2)
     assert [W.task_of(t)["lr"] for t, _ in first] == [0.02]
     assert [t.number for t, _ in second] == [retry.number]
-    assert study.trials[retry.number].user_attrs["worker"] == "here:2"
+    assert W.holder(study.trials[retry.number]) == "here:2"
 
 
 @pytest.mark.postgres
