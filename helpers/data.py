@@ -7,6 +7,7 @@ and test data differently and lost 25 points of test accuracy; here that cannot 
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -156,6 +157,15 @@ class Prepared:
         and the validation split stays too, now inside training: its accuracy measures fit only."""
         return replace(self, train_idx=torch.cat([self.train_idx, self.val_idx]).sort().values,
                        parameters={**self.parameters, "validation_in_training": True})
+
+    def fingerprint(self) -> dict:
+        """Enough to tell that two machines hold the same prepared data and split."""
+        h = hashlib.sha256()
+        for t in (self.labels, self.train_idx, self.val_idx):
+            h.update(t.numpy().tobytes())
+        h.update(self.images[self.train_idx[:512]].numpy().tobytes())
+        return {"source": self.source, "n_train": len(self.train_idx), "n_val": len(self.val_idx),
+                "sha256": h.hexdigest()[:16]}
 
     def loaders(self, batch_size: int, seed: int, eval_batch_size: int = 2048) -> tuple[DataLoader, DataLoader]:
         """(shuffled train loader, ordered validation loader)."""

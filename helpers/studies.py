@@ -43,16 +43,6 @@ TOP_K = 10      # the budgets are also compared over the full budget's best TOP_
 SHARED_GRIDS = {"04_lr_sweep": ("lr",), "05_batch_sweep": ("batch_size",), "06_grid_search": ("lr", "batch_size")}
 
 
-def data_fingerprint(prepared: data.Prepared) -> dict:
-    """Enough to tell that two machines hold the same prepared data and split."""
-    h = hashlib.sha256()
-    for t in (prepared.labels, prepared.train_idx, prepared.val_idx):
-        h.update(t.numpy().tobytes())
-    h.update(prepared.images[prepared.train_idx[:512]].numpy().tobytes())
-    return {"source": prepared.source, "n_train": len(prepared.train_idx),
-            "n_val": len(prepared.val_idx), "sha256": h.hexdigest()[:16]}
-
-
 @dataclass
 class StudyResult:
     """What a study found: `table` has a row per point (see `point_rows`)."""
@@ -94,7 +84,7 @@ def run(notebook: str, *, grid: dict, budget: str = "default", epochs: int, seed
                                 finalist_seeds=finalist_seeds or [], workers=workers, storage=storage, **fixed)
     fraction = 1.0 if budget == "full" else P.number("fraction", fraction, low=0.0, high=1.0, low_open=True)
     url = W.storage_url(settings.storage)
-    spec = {"fixed": settings.fixed, "data": data_fingerprint(prepared)}
+    spec = {"fixed": settings.fixed, "data": prepared.fingerprint()}
     name = study_name(notebook, spec)
     storage_ = W.open_storage(url, name)
     with contextlib.ExitStack() as stack:
@@ -226,7 +216,7 @@ def _run_rounds(settings: P.StudySettings, name: str, url: str | None, storage_,
             f"{len(state['queued']) + len(state['pending'])} to train"
             + (f", {len(state['failed'])} failed for good" if state["failed"] else ""))
         if state["queued"] or state["pending"]:
-            W.run_trials(study, storage_, url, settings.workers, log)
+            W.run_trials(study, storage_, settings.workers, log)
     new = [copied for n, (key, copied) in _finished(study).items() if n not in before and key in keys]
     return time.perf_counter() - start, {
         "total": len(keys), "trained": new.count(False), "copied": new.count(True),
@@ -464,7 +454,7 @@ def save(result: StudyResult, prepared: data.Prepared) -> Path:
         best=result.best,
         indistinguishable=result.indistinguishable, noise_std=result.noise_std, seconds=result.seconds,
         trained_seconds=result.extra.get("trained_seconds"), tasks=result.extra.get("tasks"),
-        data=data_fingerprint(prepared), against_full=full)
+        data=prepared.fingerprint(), against_full=full)
     return store.save_json(folder / f"{s.notebook}.json", record)
 
 

@@ -1,22 +1,24 @@
-"""Running a study's trials: an Optuna queue, worker processes, and the coordinator that watches them.
+"""Running a study's trials: an Optuna queue, and one loop that claims them for its child processes.
 
 A trial is one training run, a *task* such as {"lr": 0.1, "batch_size": 64, "seed": 0, "epochs":
 20, "fraction": 1.0}; `stacked.train_tasks` says what it trains, `helpers.studies` what a study is.
 
-- Queue, don't sample: the coordinator (a notebook) enqueues every task once, up front
-  (`Study.enqueue_trial`). Workers only take queued trials, each moved from WAITING to RUNNING
-  by the storage for exactly one caller, so no task is trained twice. A worker takes several
-  tasks that can share a stacked model (`stacked.stack_key`) and reports each trial on its own.
-- Storage: a journal file under data/studies/ on one machine (one coordinator at a time); a
-  PostgreSQL URL across machines, with Optuna's heartbeat (a worker beats for the trials it
-  holds) and `RetryHeartbeatStaleTrialCallback`, which queues a silent worker's task again.
-- The coordinator owns its worker processes. When one dies (SIGKILL, OOM, segfault) its tasks
-  fail with the signal named and are queued again, and a replacement starts while tasks wait;
-  a task that failed MAX_ATTEMPTS times, over every run of the study, stays failed. A worker
-  that raises is a bug: the notebook stops with its last lines. Interrupted, it stops its workers.
-- The storage URL comes from the `storage` parameter or DIGITS_STORAGE, reaches workers through
-  their environment (never argv, which `ps` shows), and is written down with its password
-  masked. Passwords belong in DIGITS_STORAGE, PGPASSWORD or ~/.pgpass (libpq reads both).
+- Queue, don't sample: the notebook enqueues every task once, up front (`Study.enqueue_trial`).
+  The loop (`run_trials`) takes queued trials, each moved from WAITING to RUNNING by the storage
+  for exactly one caller, so no task is trained twice; it takes several that can share a stacked
+  model (`stacked.stack_key`) and hands them to an idle child, which trains them and sends back
+  each epoch's results. Only the loop touches the storage, so it always knows what a child holds.
+- Storage: a journal file under data/studies/ on one machine (one notebook at a time); a
+  PostgreSQL URL across machines, where `make worker` runs the same loop, with Optuna's heartbeat
+  (each loop beats for its children's trials) and `RetryHeartbeatStaleTrialCallback`, which
+  queues a silent machine's tasks again.
+- A child that dies (SIGKILL, OOM, segfault) fails its tasks with the signal named, they are
+  queued again and another child starts; a task that failed MAX_ATTEMPTS times, over every run of
+  the study, stays failed. A child that raises is a bug: the loop stops with its last lines.
+  Interrupted, the loop kills its children; children of a killed loop leave by themselves.
+- The storage URL comes from the `storage` parameter or DIGITS_STORAGE, never reaches argv
+  (which `ps` shows) nor the children, and is written down with its password masked. Passwords
+  belong in DIGITS_STORAGE, PGPASSWORD or ~/.pgpass (libpq reads both).
 
     python -m helpers.workers --notebook 06_grid_search [--workers 2]    # join from another machine
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import queue
 import signal
@@ -43,19 +46,18 @@ from sqlalchemy.exc import OperationalError
 from . import paths, stacked
 
 STORAGE_ENV = "DIGITS_STORAGE"
-HEARTBEAT_S = int(os.environ.get("DIGITS_HEARTBEAT_S", "5"))     # PostgreSQL workers beat this often
+HEARTBEAT_S = int(os.environ.get("DIGITS_HEARTBEAT_S", "5"))     # a loop beats for its trials this often
 GRACE_S = int(os.environ.get("DIGITS_GRACE_S", "30"))            # silent this long = dead
 MAX_ATTEMPTS = 3        # runs of one task that may fail before it is recorded as failed
 CONNECT_TIMEOUT_S = 5   # an unreachable database fails within this
 LOCK_GRACE_S = 5        # a journal lock file untouched this long was left by a dead process (Optuna: 30)
-ORPHAN_S = 2.0          # a claimed trial that no worker has signed after this long was a dead one's
 POLL_S = 0.5
 OUTAGE_S = 60           # PostgreSQL: how long a lost database is waited for (a restart takes seconds)
 # What Optuna's RDBStorage raises while its database is down: a connection that fails at a query
 # (StorageInternalError) or when it is opened (SQLAlchemy's OperationalError).
 LOST = (optuna.exceptions.StorageInternalError, OperationalError)
 
-# Workers print a line per finished stack; Optuna's own INFO lines would repeat each trial.
+# The loop prints a line per finished stack; Optuna's own INFO lines would repeat each trial.
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
@@ -86,20 +88,6 @@ class Outage:
             self.since = None
 
 
-def connect(url: str | None, study_name: str, outage: Outage):
-    """(storage, study) for a worker of a study its coordinator has just reached: a failure here is
-    an outage (a restarting database), waited out like any other."""
-    while True:
-        try:
-            storage = open_storage(url, study_name)
-            study = optuna.load_study(study_name=study_name, storage=storage)
-        except (StorageError, *LOST) as e:
-            outage.lost(e)
-            continue
-        outage.back()
-        return storage, study
-
-
 def patiently(outage: Outage, fn: Callable, *args, **kwargs):
     """`fn(*args, **kwargs)`, called again while the database is unreachable (see Outage)."""
     while True:
@@ -110,6 +98,19 @@ def patiently(outage: Outage, fn: Callable, *args, **kwargs):
             continue
         outage.back()
         return result
+
+
+def connect(url: str | None, study_name: str, outage: Outage):
+    """(storage, study) of a study that exists: a failure here is an outage, waited out."""
+    while True:
+        try:
+            storage = open_storage(url, study_name)
+            study = optuna.load_study(study_name=study_name, storage=storage)
+        except (StorageError, *LOST) as e:
+            outage.lost(e)
+            continue
+        outage.back()
+        return storage, study
 
 
 # ---------------------------------------------------------------------------------------- storage
@@ -204,8 +205,8 @@ def failures(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
 
 
 def holder(trial: FrozenTrial) -> str | None:
-    """The worker that signed its claim on `trial`. A heartbeat retry starts with a copy of the
-    stale trial's user attrs, the dead worker's signature too, which names another trial."""
+    """The child that holds `trial`. A heartbeat retry starts with a copy of the stale trial's user
+    attrs, the dead child's token too, signed with another trial's number: that holds nothing."""
     return trial.user_attrs.get("worker") if trial.user_attrs.get("signed") == trial.number else None
 
 
@@ -236,7 +237,7 @@ def enqueue(study: optuna.Study, tasks: list[dict]) -> dict[str, list]:
         elif len(failures(have)) >= MAX_ATTEMPTS:
             state["failed"].append(task)
         else:
-            # skip_if_exists guards a first queueing against a second coordinator; a retry must be
+            # skip_if_exists guards a first queueing against a second notebook; a retry must be
             # queued although failed trials of the task exist
             study.enqueue_trial(task, user_attrs={"task": task, "attempt": len(failures(have)) + 1},
                                 skip_if_exists=not have)
@@ -245,10 +246,10 @@ def enqueue(study: optuna.Study, tasks: list[dict]) -> dict[str, list]:
 
 
 def claim(study: optuna.Study, storage, token: str, limit: int) -> list[tuple[FrozenTrial, int]]:
-    """Take up to `limit` waiting trials that can train as one stack: [(trial, trial_id)].
+    """Take up to `limit` waiting trials that can train as one stack for `token`: [(trial, trial_id)].
 
     The first waiting trial decides the stack, one seed's trials first (they share batches); a
-    retry (attempt > 1) is taken alone, so a task that kills its worker cannot take others with it.
+    retry (attempt > 1) is taken alone, so a task that kills its child cannot take others with it.
     `Study.ask` takes a waiting trial the same way (WAITING -> RUNNING succeeds for one caller
     only) but opens a fresh sampled trial when the queue is empty and cannot choose which ones.
     """
@@ -266,7 +267,7 @@ def claim(study: optuna.Study, storage, token: str, limit: int) -> list[tuple[Fr
         tid = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         try:
             if not storage.set_trial_state_values(tid, TrialState.RUNNING):
-                continue  # another worker was first
+                continue  # another machine was first
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
         if is_rdb(storage):  # beat before signing: a signed trial can always go stale
@@ -280,113 +281,6 @@ def claim(study: optuna.Study, storage, token: str, limit: int) -> list[tuple[Fr
     return taken
 
 
-@contextlib.contextmanager
-def heartbeat(storage, trial_ids: list[int]):
-    """PostgreSQL: record a heartbeat for the held trials every HEARTBEAT_S, in a thread."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(HEARTBEAT_S):
-            for tid in trial_ids:
-                with contextlib.suppress(Exception):  # a lost connection: the next beat tries again
-                    storage.record_heartbeat(tid)
-
-    thread = threading.Thread(target=beat, daemon=True)
-    if is_rdb(storage):
-        thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        if thread.is_alive():
-            thread.join()
-
-
-def work(study_name: str, url: str | None, prepared, *, exit_when_idle: bool = False,
-         log: Callable[[str], None] = print) -> int:
-    """Train queued tasks until none is left; returns how many this worker trained.
-
-    `exit_when_idle`: leave as soon as nothing is queued (a coordinator's worker: the coordinator
-    starts another if a task comes back); otherwise wait while others hold tasks, which come back
-    here if their worker goes silent (PostgreSQL heartbeat).
-    """
-    outage = Outage(log)
-    storage, study = connect(url, study_name, outage)
-    fixed = study.user_attrs["spec"]["fixed"]
-    token = f"{socket.gethostname()}:{os.getpid()}"
-    n_workers = max(1, int(os.environ.get("DIGITS_WORKERS", "1")))
-    trained = 0
-    while True:
-        try:
-            if is_rdb(storage):
-                optuna.storages.fail_stale_trials(study)
-            waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-            # share the queue's tail between the workers rather than stacking all of it here
-            taken = claim(study, storage, token, max(1, min(stacked.MAX_STACK, -(-len(waiting) // n_workers))))
-            if not taken:
-                if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                    continue  # another worker took that stack first: try the next
-                if exit_when_idle or not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                    return trained
-                time.sleep(POLL_S)
-                continue
-        except LOST as e:  # a claim cut short is found unsigned (or stale) and queued again
-            outage.lost(e)
-            continue
-        outage.back()
-        tasks = [task_of(t) for t, _ in taken]
-        histories: list[list[dict]] = [[] for _ in taken]
-
-        def on_epoch(epoch: int, rows: list[dict]) -> None:
-            for (_, tid), history, row in zip(taken, histories, rows):
-                history.append(row)
-                patiently(outage, storage.set_trial_user_attr, tid, "history", history)
-                patiently(outage, storage.set_trial_intermediate_value, tid, epoch, row["val_acc"])
-
-        start = time.perf_counter()
-        with heartbeat(storage, [tid for _, tid in taken]):
-            results = stacked.train_tasks(prepared, fixed, tasks, on_epoch=on_epoch)
-        for (t, tid), history in zip(taken, results):
-            if history[-1].get("diverged"):
-                patiently(outage, storage.set_trial_user_attr, tid, "diverged", history[-1]["diverged"])
-            patiently(outage, study.tell, t.number, history[-1]["val_acc"])
-        trained += len(taken)
-        log(f"trained {len(taken)} task(s) in {time.perf_counter() - start:.1f} s: "
-            + "; ".join(f"{describe(task)} -> {h[-1]['val_acc']:.4f}" for task, h in zip(tasks, results)))
-
-
-# ----------------------------------------------------------------------------------- coordinator
-
-class _Worker:
-    """One local worker process, and a thread forwarding its output lines."""
-
-    def __init__(self, number: int, study_name: str, url: str | None, n: int, lines: "queue.Queue[str]"):
-        env = {k: v for k, v in os.environ.items() if k != STORAGE_ENV}
-        env.update(PYTHONUNBUFFERED="1", DIGITS_PARENT_PID=str(os.getpid()), DIGITS_WORKERS=str(n))
-        if url:
-            env[STORAGE_ENV] = url
-        self.number, self.tail = number, []
-        self.proc = subprocess.Popen([sys.executable, "-m", "helpers.workers", "--study", study_name,
-                                      "--threads", "1", "--exit-when-idle"], cwd=paths.ROOT, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True)
-        self.token = f"{socket.gethostname()}:{self.proc.pid}"
-        threading.Thread(target=self._read, args=(lines,), daemon=True).start()
-
-    def _read(self, lines: "queue.Queue[str]") -> None:
-        for line in self.proc.stdout:
-            self.tail = (self.tail + [line.rstrip()])[-20:]
-            lines.put(f"[worker {self.number}] {line.rstrip()}")
-
-    def why(self) -> str:
-        code = self.proc.returncode
-        if code >= 0:
-            return f"exited with status {code}"
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-code).name}"
-        return f"killed by signal {-code}"
-
-
 def _fail(study: optuna.Study, storage, trial: FrozenTrial, message: str, interrupted: bool = False) -> None:
     """Record why `trial` stopped and mark it failed (unless it finished meanwhile)."""
     tid = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name),
@@ -398,14 +292,6 @@ def _fail(study: optuna.Study, storage, trial: FrozenTrial, message: str, interr
         study.tell(trial.number, state=TrialState.FAIL)
 
 
-def _unsigned(study: optuna.Study, older_than: float) -> list[FrozenTrial]:
-    """Trials claimed longer ago than `older_than` seconds that no worker has signed: their worker
-    died between taking and signing them (no heartbeat either, so Optuna cannot find them)."""
-    now = time.time()
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if holder(t) is None and now - t.datetime_start.timestamp() > older_than]
-
-
 def _give_back(study: optuna.Study, storage, held: list[FrozenTrial], why: str, log) -> None:
     """Fail `held` trials with `why` and queue their tasks again (up to MAX_ATTEMPTS runs)."""
     for t in held:
@@ -414,80 +300,181 @@ def _give_back(study: optuna.Study, storage, held: list[FrozenTrial], why: str, 
         log(f"giving up on {describe(task)}: it failed {MAX_ATTEMPTS} times (see the study's table)")
 
 
-def _bury(study: optuna.Study, storage, dead: _Worker, log) -> None:
-    """Fail what a dead worker held, naming the signal, and queue it again if allowed."""
-    held = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if holder(t) == dead.token]
-    if not is_rdb(storage):  # journal: nobody else claims, so unsigned trials were this one's
-        held += _unsigned(study, ORPHAN_S)
-    last = f" (last output: {dead.tail[-1]})" if dead.proc.returncode > 0 and dead.tail else ""
-    if held:
-        log(f"worker {dead.number} (pid {dead.proc.pid}) {dead.why()} holding {len(held)} task(s)")
-        _give_back(study, storage, held, f"worker {dead.proc.pid} {dead.why()}{last}", log)
+def interrupted_leftovers(study: optuna.Study, storage) -> None:
+    """Journal studies: RUNNING trials at a notebook's start belong to an interrupted run."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        _fail(study, storage, t, "interrupted: its run ended before it finished", interrupted=True)
 
 
-def run_trials(study: optuna.Study, storage, url: str | None, workers: int, log: Callable[[str], None] = print) -> None:
-    """Train the study's queued tasks with `workers` local processes; return when none is left.
+# ------------------------------------------------------------------------------ the loop, children
 
-    With PostgreSQL, tasks held by workers on other machines are waited for (their heartbeat
-    decides whether they come back).
+class _Child:
+    """A child process (`python -m helpers.workers --child`), the trials it holds, and threads that
+    pass on what it says: JSON lines on stdout, anything else on stderr."""
+
+    def __init__(self, number: int, said: "queue.Queue[tuple]"):
+        env = {k: v for k, v in os.environ.items() if k != STORAGE_ENV}  # children never touch the storage
+        # a session of its own: a Ctrl-C in the terminal reaches the loop, which stops its children
+        self.proc = subprocess.Popen([sys.executable, "-m", "helpers.workers", "--child"], cwd=paths.ROOT,
+                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.number, self.token = number, f"{socket.gethostname()}:{self.proc.pid}"
+        self.held: list[tuple[FrozenTrial, int]] = []
+        self.histories: list[list[dict]] = []
+        self.started, self.tail = 0.0, []
+        self.readers = [threading.Thread(target=self._read, args=(stream, said, kind), daemon=True)
+                        for stream, kind in ((self.proc.stdout, "message"), (self.proc.stderr, "line"))]
+        for r in self.readers:
+            r.start()
+
+    def _read(self, stream, said: "queue.Queue[tuple]", kind: str) -> None:
+        for line in stream:
+            said.put((self, kind, json.loads(line) if kind == "message" else line.rstrip()))
+        if kind == "message":
+            said.put((self, "exit", None))
+
+    def train(self, fixed: dict, taken: list[tuple[FrozenTrial, int]]) -> None:
+        self.held, self.histories, self.started = taken, [[] for _ in taken], time.perf_counter()
+        self.proc.stdin.write(json.dumps({"fixed": fixed, "tasks": [task_of(t) for t, _ in taken]}) + "\n")
+        self.proc.stdin.flush()
+
+    def why(self) -> str:
+        code = self.proc.returncode
+        if code >= 0:
+            return f"exited with status {code}"
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+
+
+def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], None] = print) -> None:
+    """Train the study's queued tasks in `workers` children; return when none is waiting or running.
+
+    With PostgreSQL, tasks held on other machines are waited for (their heartbeat decides whether
+    they come back), and a claim left half-made by a dead machine is queued again after GRACE_S.
     """
-    lines: "queue.Queue[str]" = queue.Queue()
-    procs: list[_Worker] = []
+    said: "queue.Queue[tuple]" = queue.Queue()
+    children: list[_Child] = []
+    fixed = study.user_attrs["spec"]["fixed"]
+    outage, beaten = Outage(log), time.monotonic()
+
+    def heard(child: _Child, kind: str, body) -> None:
+        if kind == "line":
+            child.tail = (child.tail + [body])[-20:]
+            log(f"[worker {child.number}] {body}")
+        elif kind == "message" and "epoch" in body:
+            for (_, tid), history, row in zip(child.held, child.histories, body["rows"]):
+                history.append(row)
+                patiently(outage, storage.set_trial_user_attr, tid, "history", history)
+                patiently(outage, storage.set_trial_intermediate_value, tid, body["epoch"], row["val_acc"])
+        elif kind == "message":
+            for (t, tid), history in zip(child.held, body["histories"]):
+                if history[-1].get("diverged"):
+                    patiently(outage, storage.set_trial_user_attr, tid, "diverged", history[-1]["diverged"])
+                patiently(outage, study.tell, t.number, history[-1]["val_acc"])
+            log(f"[worker {child.number}] trained {len(child.held)} task(s) in "
+                f"{time.perf_counter() - child.started:.1f} s: " + "; ".join(
+                    f"{describe(task_of(t))} -> {h[-1]['val_acc']:.4f}" for (t, _), h in zip(child.held, body["histories"])))
+            child.held = []
+        else:  # its stdout closed: it has ended
+            child.proc.wait()
+            for r in child.readers:
+                r.join(5)
+            children.remove(child)
+            if child.held:
+                log(f"worker {child.number} (pid {child.proc.pid}) {child.why()} holding {len(child.held)} task(s)")
+                last = f" (last output: {child.tail[-1]})" if child.proc.returncode > 0 and child.tail else ""
+                patiently(outage, _give_back, study, storage, [t for t, _ in child.held],
+                          f"worker {child.proc.pid} {child.why()}{last}", log)
+                child.held = []
+            if child.proc.returncode > 0:  # an exception, not a crash: it would fail again
+                raise RuntimeError(f"worker {child.number} (pid {child.proc.pid}) {child.why()}; its last lines:\n  "
+                                   + "\n  ".join(child.tail))
+
     started = 0
-
-    def drain() -> None:
-        while not lines.empty():
-            log(lines.get_nowait())
-
-    outage = Outage(log)
     try:
         while True:
-            drain()
+            with contextlib.suppress(queue.Empty):
+                heard(*said.get(timeout=POLL_S))
+                while True:
+                    heard(*said.get_nowait())
             try:
-                for w in [w for w in procs if w.proc.poll() is not None]:
-                    drain()
-                    if w.proc.returncode != 0:
-                        _bury(study, storage, w, log)  # before forgetting it: an outage here tries again
-                    procs.remove(w)
-                    if w.proc.returncode > 0:  # an exception, not a crash: it would fail again
-                        raise RuntimeError(f"worker {w.number} (pid {w.proc.pid}) {w.why()}; its last lines:\n  "
-                                           + "\n  ".join(w.tail))
-                if is_rdb(storage):  # silent workers anywhere: their heartbeat, or no signature at all
-                    optuna.storages.fail_stale_trials(study)
-                    if lost := _unsigned(study, GRACE_S):
+                if is_rdb(storage):
+                    if time.monotonic() - beaten > HEARTBEAT_S:
+                        for child in children:
+                            for _, tid in child.held:
+                                storage.record_heartbeat(tid)
+                        beaten = time.monotonic()
+                    optuna.storages.fail_stale_trials(study)  # silent machines: their heartbeat
+                    now = time.time()  # a machine that died between claiming and signing
+                    if lost := [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                                if holder(t) is None and now - t.datetime_start.timestamp() > GRACE_S]:
                         _give_back(study, storage, lost, "a worker went silent before signing its claim", log)
                 waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                idle = [c for c in children if not c.held]
+                while waiting and (idle or len(children) < workers):
+                    if not idle:
+                        started += 1
+                        children.append(_Child(started, said))
+                        idle.append(children[-1])
+                    # share the queue's tail between the children rather than stacking all of it in one
+                    limit = max(1, min(stacked.MAX_STACK, -(-len(waiting) // workers)))
+                    if taken := claim(study, storage, idle[0].token, limit):
+                        idle.pop(0).train(fixed, taken)
+                    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
                 running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            except LOST as e:
+            except LOST as e:  # a claim cut short is found unsigned (or stale) and queued again
                 outage.lost(e)
                 continue
             outage.back()
-            while waiting and len(procs) < min(workers, len(waiting) + len(running)):
-                started += 1
-                procs.append(_Worker(started, study.study_name, url, workers, lines))
-            if not (waiting or running or procs):
+            if not (waiting or running):
                 return
-            time.sleep(POLL_S)
     finally:
-        for w in procs:  # an interrupted notebook leaves no worker behind
-            if w.proc.poll() is None:
-                w.proc.kill()
-            w.proc.wait()
-        drain()
-        mine = {w.token for w in procs}  # their tasks are not at fault: the next run queues them again
-        # a database that is gone for good: the heartbeat fails these trials in the next run
+        for child in children:  # an interrupted notebook leaves no child behind
+            child.proc.kill()
+            child.proc.wait()
+        # their tasks are not at fault: the next run queues them again; a database that is gone
+        # for good: the heartbeat fails these trials in the next run
         with contextlib.suppress(*LOST):
-            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if holder(t) in mine:
+            for child in children:
+                for t, _ in child.held:
                     _fail(study, storage, t, "interrupted: the notebook stopped its workers", interrupted=True)
 
 
+def child() -> None:
+    """A child's life: read a stack of tasks from stdin, train it, answer on stdout; again until stdin
+    closes, or until the loop that started it is gone (a killed kernel runs no `finally`)."""
+    import torch
+
+    from . import data
+
+    torch.set_num_threads(1)  # a study's numbers are bit-identical for one thread per child
+    answer = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # what training prints goes to stderr: stdout carries answers only
+    loop = os.getppid()
+
+    def leave_with_loop() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != loop:
+                os._exit(3)
+
+    threading.Thread(target=leave_with_loop, daemon=True).start()
+    prepared = data.load_prepared()
+    for line in sys.stdin:
+        stack = json.loads(line)
+        histories = stacked.train_tasks(prepared, stack["fixed"], stack["tasks"], on_epoch=lambda epoch, rows:
+                                        print(json.dumps({"epoch": epoch, "rows": rows}), file=answer))
+        print(json.dumps({"histories": histories}), file=answer)
+
+
+# ---------------------------------------------------------------------------- one notebook, joiners
+
 @contextlib.contextmanager
 def sole_coordinator(study_name: str):
-    """Journal studies: refuse a second coordinator while one lives (it would fail the first's trials).
+    """Journal studies: refuse a second notebook while one lives (it would fail the first's trials).
 
-    The claim is a file holding the coordinator's pid; one whose process is gone is taken over.
+    The claim is a file holding the notebook's pid; one whose process is gone is taken over.
     """
     path = journal_path(study_name).with_suffix(".coordinator")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -518,14 +505,6 @@ def _alive_owner(path: Path) -> int | None:
     return owner
 
 
-def interrupted_leftovers(study: optuna.Study, storage) -> None:
-    """Journal studies: RUNNING trials at a coordinator's start belong to an interrupted run."""
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        _fail(study, storage, t, "interrupted: its run ended before it finished", interrupted=True)
-
-
-# ---------------------------------------------------------------------------------- remote workers
-
 def unfinished_study(storage, notebook: str) -> str:
     """The one study of `notebook` with queued or running trials; a clear error for none or several."""
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
@@ -540,52 +519,38 @@ def unfinished_study(storage, notebook: str) -> str:
     raise StorageError(f"several unfinished studies of {notebook}: {open_}; choose one with --study")
 
 
-def _leave_with_parent() -> None:
-    """A coordinator's worker leaves when its coordinator is gone (a killed kernel runs no `finally`)."""
-    parent = int(os.environ.get("DIGITS_PARENT_PID", "0"))
-    while parent:
-        time.sleep(1.0)
-        if os.getppid() != parent:
-            os._exit(3)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.workers",
                                      description=f"Join a study and train its queued tasks; the storage URL "
                                      f"comes from {STORAGE_ENV} (never the command line).")
     parser.add_argument("--notebook", help="the study's notebook, e.g. 06_grid_search (joins its unfinished study)")
-    parser.add_argument("--study", help="a study by name (a notebook's local workers are given theirs)")
-    parser.add_argument("--workers", type=int, default=1, help="processes on this machine (default 1)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
-    parser.add_argument("--exit-when-idle", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--study", help="a study by name, where a notebook has several unfinished ones")
+    parser.add_argument("--workers", type=int, default=1, help="processes on this machine, one core each (default 1)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        child()
+        return 0
     if not (args.notebook or args.study):
         parser.error("give --notebook (or --study)")
-    threading.Thread(target=_leave_with_parent, daemon=True).start()
-    import torch
-
-    from . import data, studies
+    from . import data
 
     url = os.environ.get(STORAGE_ENV) or None
+    log = lambda line: print(line, flush=True)  # noqa: E731
     try:
-        if args.study:  # a coordinator's worker: its coordinator has just reached the database
-            name, (_, study) = args.study, connect(url, args.study, Outage(lambda s: print(s, flush=True)))
-        else:  # joining from another machine: a wrong URL fails at once
+        if args.study:
+            name, (storage, study) = args.study, connect(url, args.study, Outage(log))
+        else:  # a wrong URL fails at once
             name = unfinished_study(open_storage(url, args.notebook), args.notebook)
-            study = optuna.load_study(study_name=name, storage=open_storage(url, name))
+            storage = open_storage(url, name)
+            study = optuna.load_study(study_name=name, storage=storage)
     except (StorageError, KeyError, *LOST) as e:
         parser.error(str(e).strip("'\""))
-    prepared = data.load_prepared()
-    if studies.data_fingerprint(prepared) != study.user_attrs["spec"]["data"]:
+    if data.load_prepared().fingerprint() != study.user_attrs["spec"]["data"]:
         parser.error(f"this machine's prepared data differs from the study's ({study.user_attrs['spec']['data']}); "
                      "run 01_data with the same parameters here first")
-    if args.workers > 1:
-        run_trials(study, open_storage(url, name), url, args.workers)
-        return 0
-    torch.set_num_threads(args.threads)
-    n = work(name, url, prepared, exit_when_idle=args.exit_when_idle, log=lambda s: print(s, flush=True))
-    if not args.exit_when_idle:
-        print(f"study {name}: nothing left to train ({n} task(s) trained here)")
+    run_trials(study, storage, args.workers, log)
+    log(f"study {name}: nothing left to train")
     return 0
 
 

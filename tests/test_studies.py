@@ -179,7 +179,7 @@ def study_name_for(notebook: str, fixed: dict, prepared: data.Prepared) -> str:
     """The name studies.run gives (it depends on the settings and the data only)."""
     from helpers import params as P
 
-    spec = {"fixed": P.check_settings(len(prepared.train_idx), **fixed), "data": studies.data_fingerprint(prepared)}
+    spec = {"fixed": P.check_settings(len(prepared.train_idx), **fixed), "data": prepared.fingerprint()}
     return studies.study_name(notebook, spec)
 
 
@@ -499,11 +499,10 @@ def test_postgres_silent_worker_is_found_by_heartbeat_and_its_task_retried(pg_se
     name = study_name_for("t_hb", SLOW, prepared)
     storage = W.open_storage(url, name)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    study.set_user_attr("spec", {"fixed": SLOW, "data": studies.data_fingerprint(prepared)})
+    study.set_user_attr("spec", {"fixed": SLOW, "data": prepared.fingerprint()})
     W.enqueue(study, [{"lr": lr, "seed": 0, "epochs": 3, "fraction": 1.0} for lr in (0.01, 0.02)])
     remote = remote_worker(url, "t_hb", tmp_path)
-    held = wait_for(lambda: [t for t in study.get_trials(states=(TrialState.RUNNING,))
-                             if (t.user_attrs.get("worker") or "").endswith(f":{remote.pid}")],
+    held = wait_for(lambda: [t for t in study.get_trials(states=(TrialState.RUNNING,)) if W.holder(t)],
                     60, "the remote worker to hold its tasks")
     os.kill(remote.pid, signal.SIGKILL)
     remote.wait()
@@ -599,7 +598,7 @@ def test_postgres_retries_are_bounded_across_reruns(pg_server, monkeypatch, prep
     name = study_name_for("t_bound", QUICK, prepared)
     storage = W.open_storage(url, name)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    study.set_user_attr("spec", {"fixed": QUICK, "data": studies.data_fingerprint(prepared)})
+    study.set_user_attr("spec", {"fixed": QUICK, "data": prepared.fingerprint()})
     task = {"lr": 0.01, "seed": 0, "epochs": 1, "fraction": 1.0}
     for attempt in range(W.MAX_ATTEMPTS):  # three crashed runs of the same task, as a worker leaves them
         W.enqueue(study, [task])
