@@ -29,6 +29,7 @@ from optuna.trial import TrialState
 
 from . import data, paths, store
 from . import params as P
+from . import storage as S
 from . import workers as W
 
 NOISE_Z = 2.0   # "indistinguishable": the gap to the best is under 2 standard errors (~95%)
@@ -83,13 +84,13 @@ def run(notebook: str, *, grid: dict, budget: str = "default", epochs: int, seed
                                 seeds_=seeds, finalists=finalists, finalist_epochs=epochs,
                                 finalist_seeds=finalist_seeds or [], workers=workers, storage=storage, **fixed)
     fraction = 1.0 if budget == "full" else P.number("fraction", fraction, low=0.0, high=1.0, low_open=True)
-    url = W.storage_url(settings.storage)
+    url = S.storage_url(settings.storage)
     spec = {"fixed": settings.fixed, "data": prepared.fingerprint()}
     name = study_name(notebook, spec)
-    storage_ = W.open_storage(url, name)
+    storage_ = S.open_storage(url, name)
     with contextlib.ExitStack() as stack:
-        if not W.is_rdb(storage_):  # one notebook at a time runs a journal study
-            stack.enter_context(W.sole_coordinator(name))
+        if not S.is_rdb(storage_):  # one notebook at a time runs a journal study
+            stack.enter_context(S.sole_coordinator(name))
         seconds, tasks = _run_rounds(settings, name, url, storage_, fraction, spec, log)
         study = optuna.load_study(study_name=name, storage=storage_)
 
@@ -105,7 +106,7 @@ def run(notebook: str, *, grid: dict, budget: str = "default", epochs: int, seed
     trained = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds() \
         if done else None
     result = StudyResult(settings, name, table, label, best, close, noise, seconds)
-    result.extra.update(fraction=fraction, storage=W.masked(url) or f"journal {paths.show(W.journal_path(name))}",
+    result.extra.update(fraction=fraction, storage=S.masked(url) or f"journal {paths.show(S.journal_path(name))}",
                         trained_seconds=trained, tasks=tasks)
     result.full = compare_with_full(result) if budget == "default" else None
     result.path = save(result, prepared)
@@ -164,13 +165,13 @@ def adopt(notebook: str, study: optuna.Study, storage_, url: str | None, spec: d
 
 def _existing_study(storage_, url: str | None, name: str) -> optuna.Study | None:
     """The study `name` if it exists (the same database, or its own journal file), else None."""
-    if W.is_rdb(storage_):
+    if S.is_rdb(storage_):
         if name not in optuna.study.get_all_study_names(storage_):
             return None
         return optuna.load_study(study_name=name, storage=storage_)
-    if not W.journal_path(name).exists():
+    if not S.journal_path(name).exists():
         return None
-    return optuna.load_study(study_name=name, storage=W.open_storage(None, name))
+    return optuna.load_study(study_name=name, storage=S.open_storage(None, name))
 
 
 def _finished(study: optuna.Study) -> dict[int, tuple]:
@@ -189,7 +190,7 @@ def _run_rounds(settings: P.StudySettings, name: str, url: str | None, storage_,
     keys: set = set()   # this run's tasks (the study may hold other budgets' too)
     if "spec" not in study.user_attrs:
         study.set_user_attr("spec", spec)
-    if not W.is_rdb(storage_):
+    if not S.is_rdb(storage_):
         W.interrupted_leftovers(study, storage_)
     start = time.perf_counter()
     names = list(settings.grid)
@@ -209,7 +210,7 @@ def _run_rounds(settings: P.StudySettings, name: str, url: str | None, storage_,
         tasks.sort(key=lambda t: (t.get("batch_size", 0), t["seed"], t.get("lr", 0)))
         copied = adopt(settings.notebook, study, storage_, url, spec, tasks)
         state = W.enqueue(study, tasks)
-        log(f"study {name} ({W.masked(url) or 'journal ' + paths.show(W.journal_path(name))}): "
+        log(f"study {name} ({S.masked(url) or 'journal ' + paths.show(S.journal_path(name))}): "
             f"{label}, {len(chosen)} points x {len(rnd.seeds)} seeds: {len(state['done'])} done"
             + (" (" + ", ".join(f"{n} copied from {other}" for other, n in copied.items()) + ")" if copied else "")
             + ", "

@@ -36,152 +36,19 @@ import sys
 import threading
 import time
 import warnings
-from pathlib import Path
 from typing import Callable, Iterable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.exc import OperationalError
 
 from . import paths, stacked
+from . import storage as S
 
-STORAGE_ENV = "DIGITS_STORAGE"
-HEARTBEAT_S = int(os.environ.get("DIGITS_HEARTBEAT_S", "5"))     # a loop beats for its trials this often
-GRACE_S = int(os.environ.get("DIGITS_GRACE_S", "30"))            # silent this long = dead
-MAX_ATTEMPTS = 3        # runs of one task that may fail before it is recorded as failed
-CONNECT_TIMEOUT_S = 5   # an unreachable database fails within this
-LOCK_GRACE_S = 5        # a journal lock file untouched this long was left by a dead process (Optuna: 30)
 POLL_S = 0.5
-OUTAGE_S = 60           # PostgreSQL: how long a lost database is waited for (a restart takes seconds)
-# What Optuna's RDBStorage raises while its database is down: a connection that fails at a query
-# (StorageInternalError) or when it is opened (SQLAlchemy's OperationalError).
-LOST = (optuna.exceptions.StorageInternalError, OperationalError)
 
 # The loop prints a line per finished stack; Optuna's own INFO lines would repeat each trial.
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
-class StorageError(RuntimeError):
-    """The study storage cannot be used: unreachable, refused, or a URL that would leak a secret."""
-
-
-class Outage:
-    """Rides out a database that goes away for a while (a restart, a network blip): `lost()` when a
-    storage call failed, `back()` when one succeeded; `lost()` re-raises once the outage passes
-    OUTAGE_S. Finished trials are in the database already, so waiting loses nothing."""
-
-    def __init__(self, log: Callable[[str], None]):
-        self.since, self.log = None, log
-
-    def lost(self, error: BaseException) -> None:
-        if self.since is None:
-            self.since = time.monotonic()
-            self.log(f"the study database is unreachable; trying again for up to {OUTAGE_S} s")
-        if time.monotonic() - self.since > OUTAGE_S:
-            raise error
-        time.sleep(1)
-
-    def back(self) -> None:
-        if self.since is not None:
-            self.log(f"the study database is back after {time.monotonic() - self.since:.0f} s")
-            self.since = None
-
-
-def patiently(outage: Outage, fn: Callable, *args, **kwargs):
-    """`fn(*args, **kwargs)`, called again while the database is unreachable (see Outage)."""
-    while True:
-        try:
-            result = fn(*args, **kwargs)
-        except LOST as e:
-            outage.lost(e)
-            continue
-        outage.back()
-        return result
-
-
-def connect(url: str | None, study_name: str, outage: Outage):
-    """(storage, study) of a study that exists: a failure here is an outage, waited out."""
-    while True:
-        try:
-            storage = open_storage(url, study_name)
-            study = optuna.load_study(study_name=study_name, storage=storage)
-        except (StorageError, *LOST) as e:
-            outage.lost(e)
-            continue
-        outage.back()
-        return storage, study
-
-
-# ---------------------------------------------------------------------------------------- storage
-
-def _url(url: str):
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url)
-    except Exception:  # never echo an unparseable URL: it may hold a password
-        raise StorageError("storage: not a database URL (expected postgresql://user@host[:port]/database)") from None
-
-
-def masked(url: str | None) -> str:
-    """The URL as it may be written down: the password replaced by ***."""
-    return _url(url).render_as_string(hide_password=True) if url else ""
-
-
-def storage_url(parameter: str | None = None) -> str | None:
-    """The notebook's `storage` parameter, else DIGITS_STORAGE; None means the journal file.
-
-    A password in the parameter is refused: papermill writes parameters into the executed notebook.
-    """
-    if parameter and _url(parameter).password is not None:
-        raise StorageError(f"parameter 'storage': {masked(parameter)} carries a password, which the executed "
-                           f"notebook would record; give the URL without it and the password in PGPASSWORD "
-                           f"or ~/.pgpass, or the whole URL in {STORAGE_ENV}")
-    return parameter or os.environ.get(STORAGE_ENV) or None
-
-
-def journal_path(study_name: str) -> Path:
-    return paths.data_dir() / "studies" / f"{study_name}.journal"
-
-
-def open_storage(url: str | None, study_name: str):
-    """The journal file of `study_name` (url None), or PostgreSQL with heartbeat and bounded retries."""
-    if not url:
-        path = journal_path(study_name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = optuna.storages.journal.JournalFileOpenLock(str(path), grace_period=LOCK_GRACE_S)
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path), lock_obj=lock))
-    parsed = _url(url)
-    if parsed.get_backend_name() != "postgresql":
-        raise StorageError(f"storage {masked(url)}: only PostgreSQL spans machines (SQLite is not safe for "
-                           "parallel workers); leave it empty for the local journal file")
-    if parsed.drivername == "postgresql":  # SQLAlchemy 2.1 would pick psycopg 3; psycopg2 is pinned
-        parsed = parsed.set(drivername="postgresql+psycopg2")
-    for attempt in range(3):
-        try:
-            return optuna.storages.RDBStorage(
-                parsed.render_as_string(hide_password=False),
-                # pre-ping: after a database restart, pooled connections are dead; replace them
-                engine_kwargs={"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}, "pool_pre_ping": True},
-                heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=MAX_ATTEMPTS - 1))  # MAX_ATTEMPTS runs: the first and the retries
-        except Exception as e:
-            from sqlalchemy.exc import IntegrityError, ProgrammingError
-
-            if isinstance(e, (IntegrityError, ProgrammingError)) and attempt < 2:
-                time.sleep(0.5)  # another process was making the tables of this new database
-                continue
-            reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
-            if parsed.password:
-                reason = reason.replace(parsed.password, "***")
-            raise StorageError(f"cannot use the study database {parsed.database!r} on {parsed.host or 'localhost'}:"
-                               f"{parsed.port or 5432} as {parsed.username or 'the default user'}: {reason}") from None
-
-
-def is_rdb(storage) -> bool:
-    return isinstance(storage, optuna.storages.RDBStorage)
 
 
 # ------------------------------------------------------------------------------------ the queue
@@ -234,7 +101,7 @@ def enqueue(study: optuna.Study, tasks: list[dict]) -> dict[str, list]:
             state["done"].append(task)
         elif states & {TrialState.WAITING, TrialState.RUNNING}:
             state["pending"].append(task)
-        elif len(failures(have)) >= MAX_ATTEMPTS:
+        elif len(failures(have)) >= S.MAX_ATTEMPTS:
             state["failed"].append(task)
         else:
             # skip_if_exists guards a first queueing against a second notebook; a retry must be
@@ -270,7 +137,7 @@ def claim(study: optuna.Study, storage, token: str, limit: int) -> list[tuple[Fr
                 continue  # another machine was first
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
-        if is_rdb(storage):  # beat before signing: a signed trial can always go stale
+        if S.is_rdb(storage):  # beat before signing: a signed trial can always go stale
             storage.record_heartbeat(tid)
         storage.set_trial_user_attr(tid, "worker", token)
         storage.set_trial_user_attr(tid, "history", [])  # a retry inherits its predecessor's
@@ -297,7 +164,7 @@ def _give_back(study: optuna.Study, storage, held: list[FrozenTrial], why: str, 
     for t in held:
         _fail(study, storage, t, f"{why} while training {describe(task_of(t))}")
     for task in enqueue(study, [task_of(t) for t in held])["failed"]:
-        log(f"giving up on {describe(task)}: it failed {MAX_ATTEMPTS} times (see the study's table)")
+        log(f"giving up on {describe(task)}: it failed {S.MAX_ATTEMPTS} times (see the study's table)")
 
 
 def interrupted_leftovers(study: optuna.Study, storage) -> None:
@@ -313,7 +180,7 @@ class _Child:
     pass on what it says: JSON lines on stdout, anything else on stderr."""
 
     def __init__(self, number: int, said: "queue.Queue[tuple]"):
-        env = {k: v for k, v in os.environ.items() if k != STORAGE_ENV}  # children never touch the storage
+        env = {k: v for k, v in os.environ.items() if k != S.STORAGE_ENV}  # children never touch the storage
         # a session of its own: a Ctrl-C in the terminal reaches the loop, which stops its children
         self.proc = subprocess.Popen([sys.executable, "-m", "helpers.workers", "--child"], cwd=paths.ROOT,
                                      env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -329,14 +196,17 @@ class _Child:
 
     def _read(self, stream, said: "queue.Queue[tuple]", kind: str) -> None:
         for line in stream:
+            if kind == "message" and not line.endswith("\n"):
+                break  # a last line cut short: it died writing it
             said.put((self, kind, json.loads(line) if kind == "message" else line.rstrip()))
         if kind == "message":
             said.put((self, "exit", None))
 
     def train(self, fixed: dict, taken: list[tuple[FrozenTrial, int]]) -> None:
         self.held, self.histories, self.started = taken, [[] for _ in taken], time.perf_counter()
-        self.proc.stdin.write(json.dumps({"fixed": fixed, "tasks": [task_of(t) for t, _ in taken]}) + "\n")
-        self.proc.stdin.flush()
+        with contextlib.suppress(BrokenPipeError):  # it has died: its exit gives the trials back
+            self.proc.stdin.write(json.dumps({"fixed": fixed, "tasks": [task_of(t) for t, _ in taken]}) + "\n")
+            self.proc.stdin.flush()
 
     def why(self) -> str:
         code = self.proc.returncode
@@ -356,7 +226,7 @@ def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], 
     said: "queue.Queue[tuple]" = queue.Queue()
     children: list[_Child] = []
     fixed = study.user_attrs["spec"]["fixed"]
-    outage, beaten = Outage(log), time.monotonic()
+    outage, beaten = S.Outage(log), time.monotonic()
 
     def heard(child: _Child, kind: str, body) -> None:
         if kind == "line":
@@ -365,13 +235,13 @@ def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], 
         elif kind == "message" and "epoch" in body:
             for (_, tid), history, row in zip(child.held, child.histories, body["rows"]):
                 history.append(row)
-                patiently(outage, storage.set_trial_user_attr, tid, "history", history)
-                patiently(outage, storage.set_trial_intermediate_value, tid, body["epoch"], row["val_acc"])
+                S.patiently(outage, storage.set_trial_user_attr, tid, "history", history)
+                S.patiently(outage, storage.set_trial_intermediate_value, tid, body["epoch"], row["val_acc"])
         elif kind == "message":
             for (t, tid), history in zip(child.held, body["histories"]):
                 if history[-1].get("diverged"):
-                    patiently(outage, storage.set_trial_user_attr, tid, "diverged", history[-1]["diverged"])
-                patiently(outage, study.tell, t.number, history[-1]["val_acc"])
+                    S.patiently(outage, storage.set_trial_user_attr, tid, "diverged", history[-1]["diverged"])
+                S.patiently(outage, study.tell, t.number, history[-1]["val_acc"])
             log(f"[worker {child.number}] trained {len(child.held)} task(s) in "
                 f"{time.perf_counter() - child.started:.1f} s: " + "; ".join(
                     f"{describe(task_of(t))} -> {h[-1]['val_acc']:.4f}" for (t, _), h in zip(child.held, body["histories"])))
@@ -384,7 +254,7 @@ def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], 
             if child.held:
                 log(f"worker {child.number} (pid {child.proc.pid}) {child.why()} holding {len(child.held)} task(s)")
                 last = f" (last output: {child.tail[-1]})" if child.proc.returncode > 0 and child.tail else ""
-                patiently(outage, _give_back, study, storage, [t for t, _ in child.held],
+                S.patiently(outage, _give_back, study, storage, [t for t, _ in child.held],
                           f"worker {child.proc.pid} {child.why()}{last}", log)
                 child.held = []
             if child.proc.returncode > 0:  # an exception, not a crash: it would fail again
@@ -399,8 +269,8 @@ def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], 
                 while True:
                     heard(*said.get_nowait())
             try:
-                if is_rdb(storage):
-                    if time.monotonic() - beaten > HEARTBEAT_S:
+                if S.is_rdb(storage):
+                    if time.monotonic() - beaten > S.HEARTBEAT_S:
                         for child in children:
                             for _, tid in child.held:
                                 storage.record_heartbeat(tid)
@@ -408,7 +278,7 @@ def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], 
                     optuna.storages.fail_stale_trials(study)  # silent machines: their heartbeat
                     now = time.time()  # a machine that died between claiming and signing
                     if lost := [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                                if holder(t) is None and now - t.datetime_start.timestamp() > GRACE_S]:
+                                if holder(t) is None and now - t.datetime_start.timestamp() > S.GRACE_S]:
                         _give_back(study, storage, lost, "a worker went silent before signing its claim", log)
                 waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
                 idle = [c for c in children if not c.held]
@@ -419,11 +289,12 @@ def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], 
                         idle.append(children[-1])
                     # share the queue's tail between the children rather than stacking all of it in one
                     limit = max(1, min(stacked.MAX_STACK, -(-len(waiting) // workers)))
-                    if taken := claim(study, storage, idle[0].token, limit):
-                        idle.pop(0).train(fixed, taken)
+                    if not (taken := claim(study, storage, idle[0].token, limit)):
+                        break  # taken elsewhere meanwhile: look again after a pause
+                    idle.pop(0).train(fixed, taken)
                     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
                 running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            except LOST as e:  # a claim cut short is found unsigned (or stale) and queued again
+            except S.LOST as e:  # a claim cut short is found unsigned (or stale) and queued again
                 outage.lost(e)
                 continue
             outage.back()
@@ -434,10 +305,15 @@ def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], 
             child.proc.kill()
             child.proc.wait()
         # their tasks are not at fault: the next run queues them again; a database that is gone
-        # for good: the heartbeat fails these trials in the next run
-        with contextlib.suppress(*LOST):
-            for child in children:
-                for t, _ in child.held:
+        # for good: the heartbeat fails these trials in the next run. By token, not `held`: an
+        # interrupt can land inside a claim
+        mine = {child.token for child in children}
+        with contextlib.suppress(*S.LOST):
+            if not S.is_rdb(storage):  # replayed afresh: an interrupt inside a journal call can leave it half-read
+                storage = S.open_storage(None, study.study_name)
+                study = optuna.load_study(study_name=study.study_name, storage=storage)
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if t.user_attrs.get("worker") in mine:
                     _fail(study, storage, t, "interrupted: the notebook stopped its workers", interrupted=True)
 
 
@@ -470,41 +346,6 @@ def child() -> None:
 
 # ---------------------------------------------------------------------------- one notebook, joiners
 
-@contextlib.contextmanager
-def sole_coordinator(study_name: str):
-    """Journal studies: refuse a second notebook while one lives (it would fail the first's trials).
-
-    The claim is a file holding the notebook's pid; one whose process is gone is taken over.
-    """
-    path = journal_path(study_name).with_suffix(".coordinator")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            owner = _alive_owner(path)
-            if owner:
-                raise RuntimeError(f"study {study_name} is being run by process {owner} on this machine; "
-                                   "wait for it to finish or stop it first") from None
-            path.unlink(missing_ok=True)  # its process is gone
-    with os.fdopen(fd, "w") as fh:
-        fh.write(str(os.getpid()))
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def _alive_owner(path: Path) -> int | None:
-    try:
-        owner = int(path.read_text())
-        os.kill(owner, 0)
-    except (OSError, ValueError) as e:
-        return owner if isinstance(e, PermissionError) else None  # another user's live process
-    return owner
-
-
 def unfinished_study(storage, notebook: str) -> str:
     """The one study of `notebook` with queued or running trials; a clear error for none or several."""
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
@@ -514,15 +355,15 @@ def unfinished_study(storage, notebook: str) -> str:
     if len(open_) == 1:
         return open_[0]
     if not open_:
-        raise StorageError(f"no unfinished study of {notebook} in this storage (there: {names or 'none'}); "
+        raise S.StorageError(f"no unfinished study of {notebook} in this storage (there: {names or 'none'}); "
                            "start it from its notebook first")
-    raise StorageError(f"several unfinished studies of {notebook}: {open_}; choose one with --study")
+    raise S.StorageError(f"several unfinished studies of {notebook}: {open_}; choose one with --study")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.workers",
                                      description=f"Join a study and train its queued tasks; the storage URL "
-                                     f"comes from {STORAGE_ENV} (never the command line).")
+                                     f"comes from {S.STORAGE_ENV} (never the command line).")
     parser.add_argument("--notebook", help="the study's notebook, e.g. 06_grid_search (joins its unfinished study)")
     parser.add_argument("--study", help="a study by name, where a notebook has several unfinished ones")
     parser.add_argument("--workers", type=int, default=1, help="processes on this machine, one core each (default 1)")
@@ -535,16 +376,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --notebook (or --study)")
     from . import data
 
-    url = os.environ.get(STORAGE_ENV) or None
+    url = os.environ.get(S.STORAGE_ENV) or None
     log = lambda line: print(line, flush=True)  # noqa: E731
     try:
         if args.study:
-            name, (storage, study) = args.study, connect(url, args.study, Outage(log))
+            name, (storage, study) = args.study, S.connect(url, args.study, S.Outage(log))
         else:  # a wrong URL fails at once
-            name = unfinished_study(open_storage(url, args.notebook), args.notebook)
-            storage = open_storage(url, name)
+            name = unfinished_study(S.open_storage(url, args.notebook), args.notebook)
+            storage = S.open_storage(url, name)
             study = optuna.load_study(study_name=name, storage=storage)
-    except (StorageError, KeyError, *LOST) as e:
+    except (S.StorageError, KeyError, *S.LOST) as e:
         parser.error(str(e).strip("'\""))
     if data.load_prepared().fingerprint() != study.user_attrs["spec"]["data"]:
         parser.error(f"this machine's prepared data differs from the study's ({study.user_attrs['spec']['data']}); "

@@ -23,7 +23,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from helpers import data, paths, studies, workers as W
+from helpers import data, paths, storage as S, studies, workers as W
 
 try:  # tests/ as a package or as a plain folder on sys.path
     from . import pg
@@ -73,7 +73,7 @@ def the_study(result_or_name, url=None) -> optuna.Study:
     name = getattr(result_or_name, "study_name", result_or_name)
     key = (url, name, str(paths.data_dir()))  # one connection pool per database, not one per poll
     if key not in _storages:
-        _storages[key] = W.open_storage(url, name)
+        _storages[key] = S.open_storage(url, name)
     return optuna.load_study(study_name=name, storage=_storages[key])
 
 
@@ -284,9 +284,9 @@ def test_bad_parameters_stop_before_any_work(prepared):
         run_lr(lrs=(0.1, -1))
     with pytest.raises(ParameterError, match="parameter 'budget'"):
         run_lr(budget="huge")
-    with pytest.raises(W.StorageError, match="carries a password.*PGPASSWORD"):
+    with pytest.raises(S.StorageError, match="carries a password.*PGPASSWORD"):
         run_lr(storage="postgresql://u:hunter2@127.0.0.1/db")
-    with pytest.raises(W.StorageError, match="only PostgreSQL"):
+    with pytest.raises(S.StorageError, match="only PostgreSQL"):
         run_lr(storage="sqlite:///x.db")
     assert not (paths.data_dir() / "studies").exists() or not list((paths.data_dir() / "studies").iterdir())
 
@@ -337,7 +337,7 @@ def test_a_task_that_kills_its_worker_three_times_is_recorded_failed(prepared, b
     job = background(lambda: run_lr(lrs=(0.01, 0.02), seeds=(0,), epochs=3, notebook="t_poison", fixed=SLOW))
     killed = 0
     is_poison = lambda task: task["lr"] == 0.02  # noqa: E731
-    while killed < W.MAX_ATTEMPTS:
+    while killed < S.MAX_ATTEMPTS:
         t = wait_for(lambda: running_trial(name, task_filter=is_poison), 90, f"attempt {killed + 1}")
         os.kill(int(t.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
         wait_for(lambda: the_study(name).trials[t.number].state == TrialState.FAIL, 30, "the failure recorded")
@@ -447,15 +447,15 @@ def short_heartbeat(monkeypatch):
     """Heartbeat every second, dead after three silent ones: for this process and its workers."""
     monkeypatch.setenv("DIGITS_HEARTBEAT_S", "1")
     monkeypatch.setenv("DIGITS_GRACE_S", "3")
-    monkeypatch.setattr(W, "HEARTBEAT_S", 1)
-    monkeypatch.setattr(W, "GRACE_S", 3)
+    monkeypatch.setattr(S, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(S, "GRACE_S", 3)
 
 
 def remote_worker(url: str, notebook: str, tmp_path: Path, name: str = "remote") -> subprocess.Popen:
     """A worker as another machine starts one: the URL in DIGITS_STORAGE, the notebook by name."""
     log = open(tmp_path / f"{name}.log", "w")
     p = subprocess.Popen([sys.executable, "-m", "helpers.workers", "--notebook", notebook], cwd=paths.ROOT,
-                         env={**os.environ, W.STORAGE_ENV: url}, stdout=log, stderr=subprocess.STDOUT)
+                         env={**os.environ, S.STORAGE_ENV: url}, stdout=log, stderr=subprocess.STDOUT)
     p.log = tmp_path / f"{name}.log"
     return p
 
@@ -464,7 +464,7 @@ def remote_worker(url: str, notebook: str, tmp_path: Path, name: str = "remote")
 def test_postgres_remote_worker_joins_by_notebook_and_no_task_is_trained_twice(pg_server, tmp_path,
                                                                                monkeypatch, background):
     url = pg_server.create_database()
-    monkeypatch.setenv(W.STORAGE_ENV, url)
+    monkeypatch.setenv(S.STORAGE_ENV, url)
     save_synthetic(3000)
     job = background(lambda: run_lr(lrs=(0.01, 0.02), seeds=tuple(range(6)), epochs=4, notebook="t_pg",
                                     fixed=SLOW, workers=1))
@@ -493,11 +493,11 @@ def test_postgres_remote_worker_joins_by_notebook_and_no_task_is_trained_twice(p
 def test_postgres_silent_worker_is_found_by_heartbeat_and_its_task_retried(pg_server, tmp_path, monkeypatch,
                                                                            short_heartbeat):
     url = pg_server.create_database()
-    monkeypatch.setenv(W.STORAGE_ENV, url)
+    monkeypatch.setenv(S.STORAGE_ENV, url)
     prepared = save_synthetic(3000)
     # the study as its notebook makes it, queued; a remote worker takes its tasks, then goes silent
     name = study_name_for("t_hb", SLOW, prepared)
-    storage = W.open_storage(url, name)
+    storage = S.open_storage(url, name)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     study.set_user_attr("spec", {"fixed": SLOW, "data": prepared.fingerprint()})
     W.enqueue(study, [{"lr": lr, "seed": 0, "epochs": 3, "fraction": 1.0} for lr in (0.01, 0.02)])
@@ -524,11 +524,11 @@ def test_postgres_a_heartbeat_retry_is_taken_alone(pg_server, monkeypatch, prepa
     it must still count as a retry, which a worker takes alone."""
     url = pg_server.create_database()
     name = study_name_for("t_retry", QUICK, prepared)
-    storage = W.open_storage(url, name)
+    storage = S.open_storage(url, name)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     W.enqueue(study, [{"lr": lr, "seed": 0, "epochs": 1, "fraction": 1.0} for lr in (0.01, 0.02)])
     (dead, _), = W.claim(study, storage, "elsewhere:1", 1)  # then its worker goes silent
-    time.sleep(W.GRACE_S + 1)
+    time.sleep(S.GRACE_S + 1)
     optuna.storages.fail_stale_trials(study)
     retry, = [t for t in study.get_trials(states=(TrialState.WAITING,))
               if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == dead.number]
@@ -545,7 +545,7 @@ def test_postgres_a_heartbeat_retry_is_taken_alone(pg_server, monkeypatch, prepa
 @pytest.mark.postgres
 def test_postgres_restarted_mid_study_the_study_waits_and_completes(pg_server, monkeypatch, background):
     url = pg_server.create_database()
-    monkeypatch.setenv(W.STORAGE_ENV, url)
+    monkeypatch.setenv(S.STORAGE_ENV, url)
     save_synthetic(3000)
     lines: list[str] = []
     job = background(lambda: run_lr(lrs=(0.01, 0.02), seeds=(0, 1), epochs=4, notebook="t_restart", fixed=SLOW,
@@ -567,12 +567,12 @@ def test_postgres_restarted_mid_study_the_study_waits_and_completes(pg_server, m
 def test_postgres_a_worker_started_while_the_database_is_down_waits_for_it(pg_server, monkeypatch, prepared):
     url = pg_server.create_database()
     name = study_name_for("t_down", QUICK, prepared)
-    optuna.create_study(study_name=name, storage=W.open_storage(url, name))
+    optuna.create_study(study_name=name, storage=S.open_storage(url, name))
     outage = threading.Thread(target=pg_server.down_for, args=(3,))
     outage.start()
     time.sleep(0.5)
     lines: list[str] = []
-    storage, study = W.connect(url, name, W.Outage(lines.append))  # as a coordinator's new worker does
+    storage, study = S.connect(url, name, S.Outage(lines.append))  # as a coordinator's new worker does
     outage.join()
     assert study.study_name == name and lines[0].startswith("the study database is unreachable")
     assert lines[-1].startswith("the study database is back")
@@ -581,7 +581,7 @@ def test_postgres_a_worker_started_while_the_database_is_down_waits_for_it(pg_se
 @pytest.mark.postgres
 def test_postgres_a_sibling_study_s_tasks_are_copied_from_the_same_database(pg_server, monkeypatch, prepared):
     url = pg_server.create_database()
-    monkeypatch.setenv(W.STORAGE_ENV, url)
+    monkeypatch.setenv(S.STORAGE_ENV, url)
     studies.run("04_lr_sweep", grid={"lr": [0.01, 0.1]}, epochs=1, seeds=[0], workers=1, log=quiet(), **QUICK)
     crossed = studies.run("06_grid_search", grid={"lr": [0.1], "batch_size": [32, 64]}, epochs=1, seeds=[0],
                           workers=1, log=quiet(), **FIXED)
@@ -594,19 +594,19 @@ def test_postgres_a_sibling_study_s_tasks_are_copied_from_the_same_database(pg_s
 @pytest.mark.postgres
 def test_postgres_retries_are_bounded_across_reruns(pg_server, monkeypatch, prepared):
     url = pg_server.create_database()
-    monkeypatch.setenv(W.STORAGE_ENV, url)
+    monkeypatch.setenv(S.STORAGE_ENV, url)
     name = study_name_for("t_bound", QUICK, prepared)
-    storage = W.open_storage(url, name)
+    storage = S.open_storage(url, name)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     study.set_user_attr("spec", {"fixed": QUICK, "data": prepared.fingerprint()})
     task = {"lr": 0.01, "seed": 0, "epochs": 1, "fraction": 1.0}
-    for attempt in range(W.MAX_ATTEMPTS):  # three crashed runs of the same task, as a worker leaves them
+    for attempt in range(S.MAX_ATTEMPTS):  # three crashed runs of the same task, as a worker leaves them
         W.enqueue(study, [task])
         (t, tid), = W.claim(study, storage, "elsewhere:1", 1)
         storage.set_trial_user_attr(tid, "failure", "worker 1 killed by SIGKILL")
         study.tell(t.number, state=TrialState.FAIL)
     result = run_lr(lrs=(0.01, 0.1), seeds=(0,), epochs=1, notebook="t_bound")
-    assert len(the_study(result, url).trials) == W.MAX_ATTEMPTS + 1, "the failed task was not queued again"
+    assert len(the_study(result, url).trials) == S.MAX_ATTEMPTS + 1, "the failed task was not queued again"
     row = result.table.set_index("lr").loc[0.01]
     assert row["state"] == "failed" and "SIGKILL" in row["failure"]
 
@@ -615,9 +615,9 @@ def test_postgres_retries_are_bounded_across_reruns(pg_server, monkeypatch, prep
 def test_postgres_unreachable_or_wrong_url_fails_fast_without_the_password(pg_server, monkeypatch, prepared):
     for url, what in [(f"postgresql://x:hunter2@127.0.0.1:{pg_server.port}/no_such_db", "no_such_db"),
                       ("postgresql://x:hunter2@10.255.255.1:5432/studies", "10.255.255.1")]:
-        monkeypatch.setenv(W.STORAGE_ENV, url)
+        monkeypatch.setenv(S.STORAGE_ENV, url)
         start = time.monotonic()
-        with pytest.raises(W.StorageError) as info:
+        with pytest.raises(S.StorageError) as info:
             run_lr(seeds=(0,))
         assert time.monotonic() - start < 10
         message = str(info.value)
@@ -628,7 +628,7 @@ def test_postgres_unreachable_or_wrong_url_fails_fast_without_the_password(pg_se
 def test_postgres_password_is_never_written_down_nor_in_argv(pg_server, tmp_path, monkeypatch):
     secret = "Sw0rdf1sh-never-on-disk"
     url = pg_server.password_database(secret)
-    monkeypatch.setenv(W.STORAGE_ENV, url)
+    monkeypatch.setenv(S.STORAGE_ENV, url)
     save_synthetic(3000)
     out = tmp_path / "executed.ipynb"
     params = {"learning_rates": [0.01, 0.02], "epochs": 2, "seeds": [0, 1], "hidden": [32, 16], "batch_size": 8,
@@ -661,7 +661,7 @@ def test_postgres_password_is_never_written_down_nor_in_argv(pg_server, tmp_path
 
 def test_one_coordinator_at_a_time_runs_a_journal_study(prepared):
     name = study_name_for("t_lr", QUICK, prepared)
-    claim = W.journal_path(name).with_suffix(".coordinator")
+    claim = S.journal_path(name).with_suffix(".coordinator")
     claim.parent.mkdir(parents=True, exist_ok=True)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
