@@ -8,6 +8,7 @@ outage (a restart, a network blip) is waited out for up to OUTAGE_S.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import time
 from pathlib import Path
@@ -154,32 +155,30 @@ def is_rdb(storage) -> bool:
 def sole_coordinator(study_name: str):
     """Journal studies: refuse a second notebook while one lives (it would fail the first's trials).
 
-    The claim is a file holding the notebook's pid; one whose process is gone is taken over.
+    The claim is an exclusive `flock` on the study's .coordinator file, which the kernel releases
+    when its holder dies, however it dies; the file names the holder's pid, for the message.
     """
     path = journal_path(study_name).with_suffix(".coordinator")
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
+        fh = open(path, "a+")
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            owner = _alive_owner(path)
-            if owner:
-                raise RuntimeError(f"study {study_name} is being run by process {owner} on this machine; "
-                                   "wait for it to finish or stop it first") from None
-            path.unlink(missing_ok=True)  # its process is gone
-    with os.fdopen(fd, "w") as fh:
-        fh.write(str(os.getpid()))
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "unknown"
+            fh.close()
+            raise RuntimeError(f"study {study_name} is being run by process {owner} on this machine; "
+                               "wait for it to finish or stop it first") from None
+        with contextlib.suppress(FileNotFoundError):  # a holder that was leaving unlinked what we locked
+            if os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino:
+                break
+        fh.close()
+    fh.truncate(0)
+    fh.write(str(os.getpid()))
+    fh.flush()
     try:
         yield
     finally:
-        path.unlink(missing_ok=True)
-
-
-def _alive_owner(path: Path) -> int | None:
-    try:
-        owner = int(path.read_text())
-        os.kill(owner, 0)
-    except (OSError, ValueError) as e:
-        return owner if isinstance(e, PermissionError) else None  # another user's live process
-    return owner
+        path.unlink(missing_ok=True)  # while still locked: a newcomer opens a new file
+        fh.close()

@@ -16,9 +16,7 @@ A trial is one training run, a *task* such as {"lr": 0.1, "batch_size": 64, "see
   queued again and another child starts; a task that failed MAX_ATTEMPTS times, over every run of
   the study, stays failed. A child that raises is a bug: the loop stops with its last lines.
   Interrupted, the loop kills its children; children of a killed loop leave by themselves.
-- The storage URL comes from the `storage` parameter or DIGITS_STORAGE, never reaches argv
-  (which `ps` shows) nor the children, and is written down with its password masked. Passwords
-  belong in DIGITS_STORAGE, PGPASSWORD or ~/.pgpass (libpq reads both).
+- The storage URL (`helpers.storage`) never reaches argv, which `ps` shows, nor the children.
 
     python -m helpers.workers --notebook 06_grid_search [--workers 2]    # join from another machine
 """

@@ -663,14 +663,17 @@ def test_one_coordinator_at_a_time_runs_a_journal_study(prepared):
     name = study_name_for("t_lr", QUICK, prepared)
     claim = S.journal_path(name).with_suffix(".coordinator")
     claim.parent.mkdir(parents=True, exist_ok=True)
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # another notebook's kernel: it holds the claim and has written its pid there
+    other = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\nf = open(sys.argv[1], 'a+')\n"
+                              "fcntl.flock(f, fcntl.LOCK_EX)\nf.write(str(os.getpid()))\nf.flush()\n"
+                              "print('held', flush=True)\ntime.sleep(60)", str(claim)], stdout=subprocess.PIPE, text=True)
     try:
-        claim.write_text(str(other.pid))
+        assert other.stdout.readline().strip() == "held"
         with pytest.raises(RuntimeError, match=f"being run by process {other.pid}"):
             run_lr(seeds=(0,))
     finally:
         other.kill()
         other.wait()
-    result = run_lr(seeds=(0,))  # its claim is stale now: taken over
+    result = run_lr(seeds=(0,))  # its process is gone, and its lock with it: the file is taken over
     assert len(completed_once(the_study(result))) == 2
     assert not claim.exists(), "released at the end"
