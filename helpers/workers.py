@@ -137,9 +137,12 @@ def claim(study: optuna.Study, storage, token: str, limit: int) -> list[tuple[Fr
             continue
         if S.is_rdb(storage):  # beat before signing: a signed trial can always go stale
             storage.record_heartbeat(tid)
-        storage.set_trial_user_attr(tid, "worker", token)
-        storage.set_trial_user_attr(tid, "history", [])  # a retry inherits its predecessor's
-        storage.set_trial_user_attr(tid, "signed", t.number)  # last: the claim is whole
+        try:
+            storage.set_trial_user_attr(tid, "worker", token)
+            storage.set_trial_user_attr(tid, "history", [])  # a retry inherits its predecessor's
+            storage.set_trial_user_attr(tid, "signed", t.number)  # last: the claim is whole
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # given back meanwhile by a machine that thought this one dead
         taken.append((t, tid))
         if len(taken) == limit:
             break
@@ -182,10 +185,10 @@ class _Child:
         # a session of its own: a Ctrl-C in the terminal reaches the loop, which stops its children
         self.proc = subprocess.Popen([sys.executable, "-m", "helpers.workers", "--child"], cwd=paths.ROOT,
                                      env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                     stderr=subprocess.PIPE, text=True, errors="replace",
+                                     start_new_session=True)
         self.number, self.token = number, f"{socket.gethostname()}:{self.proc.pid}"
         self.held: list[tuple[FrozenTrial, int]] = []
-        self.histories: list[list[dict]] = []
         self.started, self.tail = 0.0, []
         self.readers = [threading.Thread(target=self._read, args=(stream, said, kind), daemon=True)
                         for stream, kind in ((self.proc.stdout, "message"), (self.proc.stderr, "line"))]
@@ -201,7 +204,7 @@ class _Child:
             said.put((self, "exit", None))
 
     def train(self, fixed: dict, taken: list[tuple[FrozenTrial, int]]) -> None:
-        self.held, self.histories, self.started = taken, [[] for _ in taken], time.perf_counter()
+        self.held, self.started = taken, time.perf_counter()
         with contextlib.suppress(BrokenPipeError):  # it has died: its exit gives the trials back
             self.proc.stdin.write(json.dumps({"fixed": fixed, "tasks": [task_of(t) for t, _ in taken]}) + "\n")
             self.proc.stdin.flush()
@@ -225,21 +228,27 @@ def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], 
     children: list[_Child] = []
     fixed = study.user_attrs["spec"]["fixed"]
     outage, beaten = S.Outage(log), time.monotonic()
+    since: dict[int, float] = {}   # unsigned RUNNING trials (PostgreSQL): when this loop first saw each
+    everyone: list[_Child] = []   # every child this run started, for the interrupted's trials
+
+    def record(fn, *args, **kwargs) -> None:
+        """A write for a held trial, unless another machine took it as dead meanwhile (its retry trains it)."""
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            S.patiently(outage, fn, *args, **kwargs)
 
     def heard(child: _Child, kind: str, body) -> None:
         if kind == "line":
             child.tail = (child.tail + [body])[-20:]
             log(f"[worker {child.number}] {body}")
-        elif kind == "message" and "epoch" in body:
-            for (_, tid), history, row in zip(child.held, child.histories, body["rows"]):
-                history.append(row)
-                S.patiently(outage, storage.set_trial_user_attr, tid, "history", history)
-                S.patiently(outage, storage.set_trial_intermediate_value, tid, body["epoch"], row["val_acc"])
+        elif kind == "message" and "epoch" in body:  # progress; the history is written once, at the end
+            for (_, tid), row in zip(child.held, body["rows"]):
+                record(storage.set_trial_intermediate_value, tid, body["epoch"], row["val_acc"])
         elif kind == "message":
             for (t, tid), history in zip(child.held, body["histories"]):
+                record(storage.set_trial_user_attr, tid, "history", history)
                 if history[-1].get("diverged"):
-                    S.patiently(outage, storage.set_trial_user_attr, tid, "diverged", history[-1]["diverged"])
-                S.patiently(outage, study.tell, t.number, history[-1]["val_acc"])
+                    record(storage.set_trial_user_attr, tid, "diverged", history[-1]["diverged"])
+                record(study.tell, t.number, history[-1]["val_acc"], skip_if_finished=True)
             log(f"[worker {child.number}] trained {len(child.held)} task(s) in "
                 f"{time.perf_counter() - child.started:.1f} s: " + "; ".join(
                     f"{describe(task_of(t))} -> {h[-1]['val_acc']:.4f}" for (t, _), h in zip(child.held, body["histories"])))
@@ -249,22 +258,24 @@ def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], 
             for r in child.readers:
                 r.join(5)
             children.remove(child)
-            if child.held:
-                log(f"worker {child.number} (pid {child.proc.pid}) {child.why()} holding {len(child.held)} task(s)")
-                last = f" (last output: {child.tail[-1]})" if child.proc.returncode > 0 and child.tail else ""
-                S.patiently(outage, _give_back, study, storage, [t for t, _ in child.held],
-                          f"worker {child.proc.pid} {child.why()}{last}", log)
-                child.held = []
-            if child.proc.returncode > 0:  # an exception, not a crash: it would fail again
+            if child.proc.returncode > 0:  # an exception, a bug: it would fail again; the notebook stops
+                for t, _ in child.held:  # and its tasks are not at fault (the next run queues them)
+                    _fail(study, storage, t, f"worker {child.proc.pid} {child.why()}", interrupted=True)
                 raise RuntimeError(f"worker {child.number} (pid {child.proc.pid}) {child.why()}; its last lines:\n  "
                                    + "\n  ".join(child.tail))
+            if child.held:
+                log(f"worker {child.number} (pid {child.proc.pid}) {child.why()} holding {len(child.held)} task(s)")
+                S.patiently(outage, _give_back, study, storage, [t for t, _ in child.held],
+                            f"worker {child.proc.pid} {child.why()}", log)
+                child.held = []
 
     started = 0
     try:
         while True:
             with contextlib.suppress(queue.Empty):
                 heard(*said.get(timeout=POLL_S))
-                while True:
+                until = time.monotonic() + POLL_S  # then beat and claim, however much the children say
+                while time.monotonic() < until:
                     heard(*said.get_nowait())
             try:
                 if S.is_rdb(storage):
@@ -274,9 +285,13 @@ def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], 
                                 storage.record_heartbeat(tid)
                         beaten = time.monotonic()
                     optuna.storages.fail_stale_trials(study)  # silent machines: their heartbeat
-                    now = time.time()  # a machine that died between claiming and signing
-                    if lost := [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                                if holder(t) is None and now - t.datetime_start.timestamp() > S.GRACE_S]:
+                    # a machine that died between claiming and signing: unsigned for GRACE_S by this
+                    # machine's clock (another's datetime_start may be skewed or in another time zone)
+                    now = time.monotonic()
+                    unsigned = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                                if holder(t) is None}
+                    since = {n: since.get(n, now) for n in unsigned}
+                    if lost := [t for n, t in unsigned.items() if now - since[n] > S.GRACE_S]:
                         _give_back(study, storage, lost, "a worker went silent before signing its claim", log)
                 waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
                 idle = [c for c in children if not c.held]
@@ -284,6 +299,7 @@ def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], 
                     if not idle:
                         started += 1
                         children.append(_Child(started, said))
+                        everyone.append(children[-1])
                         idle.append(children[-1])
                     # share the queue's tail between the children rather than stacking all of it in one
                     limit = max(1, min(stacked.MAX_STACK, -(-len(waiting) // workers)))
@@ -305,13 +321,14 @@ def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], 
         # their tasks are not at fault: the next run queues them again; a database that is gone
         # for good: the heartbeat fails these trials in the next run. By token, not `held`: an
         # interrupt can land inside a claim
-        mine = {child.token for child in children}
+        mine = {child.token for child in everyone}
         with contextlib.suppress(*S.LOST):
             if not S.is_rdb(storage):  # replayed afresh: an interrupt inside a journal call can leave it half-read
                 storage = S.open_storage(None, study.study_name)
                 study = optuna.load_study(study_name=study.study_name, storage=storage)
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if t.user_attrs.get("worker") in mine:
+                # PostgreSQL: signed only (an unsigned retry copy names a dead child, maybe one of ours)
+                if (holder(t) if S.is_rdb(storage) else t.user_attrs.get("worker")) in mine:
                     _fail(study, storage, t, "interrupted: the notebook stopped its workers", interrupted=True)
 
 
@@ -375,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     from . import data
 
     url = os.environ.get(S.STORAGE_ENV) or None
+    if not url:  # a journal study's own notebook runs it, alone (sole_coordinator)
+        parser.error(f"set {S.STORAGE_ENV} to the study's PostgreSQL URL: only a database study can be joined")
     log = lambda line: print(line, flush=True)  # noqa: E731
     try:
         if args.study:

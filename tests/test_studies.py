@@ -352,6 +352,22 @@ def test_a_task_that_kills_its_worker_three_times_is_recorded_failed(prepared, b
     assert len(the_study(again).trials) == len(the_study(result).trials)
 
 
+def test_a_worker_that_raises_stops_the_study_with_its_last_lines_and_costs_no_attempt(prepared):
+    name = study_name_for("t_raise", QUICK, prepared)
+    storage = S.open_storage(None, name)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    study.set_user_attr("spec", {"fixed": QUICK, "data": prepared.fingerprint()})
+    task = {"lr": 0.01, "seed": 0, "epochs": 1, "fraction": 1.0}
+    W.enqueue(study, [task])
+    paths.prepared_path().unlink()  # a bug's stand-in: the worker cannot load its data
+    with pytest.raises(RuntimeError, match=r"exited with status 1; its last lines:(.|\n)*no prepared data"):
+        W.run_trials(study, storage, 1, quiet())
+    failed, = study.get_trials()
+    assert failed.state == TrialState.FAIL and failed.user_attrs["interrupted"]
+    assert W.enqueue(study, [task])["queued"] == [task], "the task is queued again, as a first attempt"
+    assert W.attempt(study.get_trials()[-1]) == 1 and not worker_pids()
+
+
 def test_an_interrupted_coordinator_leaves_no_worker_and_resumes(prepared, tmp_path):
     save_synthetic(3000)
     # Ctrl-C as in a terminal or a kernel, even where this test was started in the background
@@ -572,7 +588,7 @@ def test_postgres_a_worker_started_while_the_database_is_down_waits_for_it(pg_se
     outage.start()
     time.sleep(0.5)
     lines: list[str] = []
-    storage, study = S.connect(url, name, S.Outage(lines.append))  # as a coordinator's new worker does
+    storage, study = S.connect(url, name, S.Outage(lines.append))  # as `helpers.workers --study` does
     outage.join()
     assert study.study_name == name and lines[0].startswith("the study database is unreachable")
     assert lines[-1].startswith("the study database is back")
