@@ -12,18 +12,39 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 from scipy import stats
 
-from . import data, paths
+from . import data, kaggle, params as P, paths
 from .model import MLP, Ensemble, load_checkpoint
 
 CONFIDENCE = 0.95    # of every interval here
 SIGNIFICANCE = 0.05  # a paired difference with a smaller p-value is called more than sampling noise
+
+
+def check_parameters(*, checkpoint: str, kaggle_test_csv: str, submission: str, rendered_digits: int,
+                     photo_digits: int, seed: int) -> SimpleNamespace:
+    """07's parameters, checked before anything runs, read by name (paths as Path); `record` is
+    what its saved result shows of them (paths relative to the repository)."""
+    from .predict import default_checkpoint
+
+    kaggle_test_csv = str(kaggle_test_csv)
+    if kaggle_test_csv and not Path(kaggle_test_csv).is_file():
+        raise FileNotFoundError(f"parameter 'kaggle_test_csv': no such file: {kaggle_test_csv}")
+    run = SimpleNamespace(
+        checkpoint=Path(checkpoint) if checkpoint else default_checkpoint(), kaggle_test_csv=kaggle_test_csv,
+        submission=Path(submission) if submission else paths.data_dir() / "submission.csv",
+        rendered_digits=P.integer("rendered_digits", rendered_digits, minimum=0, maximum=10000),
+        photo_digits=P.integer("photo_digits", photo_digits, minimum=0, maximum=10000),
+        seed=P.integer("seed", seed, minimum=0))
+    run.record = {k: paths.show(v) if isinstance(v, Path) else v for k, v in vars(run).items()}
+    return run
 
 
 def wilson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -416,8 +437,20 @@ def _read(model: MLP, norm: data.Normalization, pages, labels: torch.Tensor) -> 
     return right, found.count(False)
 
 
+def read_as_files(pages, names: list[str], model: MLP, norm: data.Normalization) -> tuple[list[Path], list]:
+    """Save each image of `pages` under its name in a fresh temporary folder and read the files as
+    `python -m helpers.predict` reads a user's: returns the files and their `predict.Prediction`s."""
+    from .predict import predict_images
+
+    folder = Path(tempfile.mkdtemp(prefix="digits-"))
+    files = [folder / name for name in names]
+    for page, file in zip(pages, files):
+        page.save(file)
+    return files, predict_images(files, model=model, norm=norm)
+
+
 def rendered_accuracy(model: MLP, norm: data.Normalization, images: torch.Tensor, labels: torch.Tensor,
-                      n: int | None = None, seed: int = 0, sizes=(28, 56, 112, 300)) -> dict:
+                      n: int | None = None, seed: int = 0, sizes=(28, 56, 112, 300)) -> dict | None:
     """Accuracy on digits re-drawn as a user's image would be, against the same digits as given.
 
     `n` digits drawn at random (`sample`, with `seed`; all when None) are each drawn black on white
@@ -429,6 +462,8 @@ def rendered_accuracy(model: MLP, norm: data.Normalization, images: torch.Tensor
     """
     from .predict import crop_to_ink, render_digit
 
+    if n == 0:  # none asked for: nothing to report
+        return None
     idx = sample(len(images), n, seed)
     images, labels = images[idx], labels[idx]
     rng = np.random.default_rng(seed)
@@ -459,7 +494,7 @@ def rendered_table(rendered: dict):
 
 
 def photo_accuracy(model: MLP, norm: data.Normalization, images: torch.Tensor, labels: torch.Tensor,
-                   n: int | None = None, seed: int = 0, bins=((0.3, 0.5), (0.5, 0.7), (0.7, 0.9))) -> dict:
+                   n: int | None = None, seed: int = 0, bins=((0.3, 0.5), (0.5, 0.7), (0.7, 0.9))) -> dict | None:
     """Accuracy on digits drawn as phone photos, against clean renderings of the same digits.
 
     `n` digits drawn at random (`sample`, with `seed`; all when None). Digit `i` of `images` gets
@@ -471,6 +506,8 @@ def photo_accuracy(model: MLP, norm: data.Normalization, images: torch.Tensor, l
     """
     from . import photos
 
+    if n == 0:  # none asked for: nothing to report
+        return None
     idx = sample(len(images), n, seed)
     shots = [photos.shot_for(seed, int(i)) for i in idx]
     images, labels = images[idx], labels[idx]
@@ -533,3 +570,13 @@ def photo_conclusion(photo: dict, margin: float = 0.01) -> str:
     return text + (f"No difference shows, but {n:,} digits cannot rule out that photos lose up to {_percent(bound)} % "
                    f"of digits ({100 * CONFIDENCE:g} % upper bound), more than {lost}: saying \"as well as\" needs a "
                    f"larger sample.")
+
+
+def kaggle_submission(model: MLP, norm: data.Normalization, test_csv: str, path: Path) -> str:
+    """Write Kaggle's `submission.csv` (ImageId from 1, Label) for the digits of `test_csv` to
+    `path`; say what was done (nothing without a `test_csv`)."""
+    if not test_csv:
+        return "no kaggle_test_csv given: no submission written (papermill ... -p kaggle_test_csv path/to/test.csv)"
+    images, _ = data.read_digits_csv(test_csv)
+    written = kaggle.write_submission(path, predict_all(model, images, norm).argmax(1))
+    return f"wrote {len(images)} predictions to {paths.show(written)}"

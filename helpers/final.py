@@ -103,9 +103,7 @@ def train(prepared: data.Prepared, recipe: dict | str, seed: int, checkpoint: st
     """One seed of a recipe on the training split: (model, history, seconds)."""
     s = settings(recipe)
     T.seed_everything(seed)  # augmentation draws from torch's global generator
-    model = MLP(s["hidden"], s["dropout"], label_smoothing=s["label_smoothing"], lr=s["lr"],
-                momentum=s["momentum"], weight_decay=s["weight_decay"], nesterov=s["nesterov"],
-                seed=seed, conv=s.get("conv", ())).to(T.default_device())
+    model = MLP.from_settings(s, seed=seed).to(T.default_device())
     train_loader, val_loader = prepared.loaders(s["batch_size"], seed)
     start = time.perf_counter()
     history = T.fit(model, train_loader, val_loader, s["epochs"], schedule=s["schedule"], norm=prepared.norm,
@@ -266,10 +264,14 @@ def rule_text() -> str:
             f"of a {width} network for {BUDGET['epochs']} epochs")
 
 
-def shown(comparison: dict):
+def shown(comparison: dict | None):
     """The committed comparison as a table: recipe, validation mean +- std, compute against the
-    budget, cost per seed on the machine that ran it, chosen."""
+    budget, cost per seed on the machine that ran it, chosen (or a note that there is none)."""
     import pandas as pd
+    from IPython.display import Markdown
+
+    if comparison is None:
+        return Markdown(f"No committed recipe comparison ({paths.show(results_path())}): run `make compare-recipes`.")
 
     rows = [{"recipe": r["recipe"], "validation accuracy": percent(r), "seeds": r["n_seeds"],
              "training compute (share of the budget)": f"{compute(r) / compute(BUDGET):.0%}",
@@ -355,6 +357,7 @@ def build(prepared: data.Prepared, plan: Plan, workers: int, log=print) -> dict:
          "data": prepared.parameters}, None, **summary, seconds=seconds,
         histories={f"{r['kind']}{r['seed']}": r["history"] for r in runs}, checkpoint=paths.show(model_path))
     json_path = store.save_json(paths.figures_dir() / "06_grid_search_final.json", record)
+    log(f"{len(runs)} models in {seconds:.0f} s; saved {paths.show(model_path)} and {paths.show(json_path)}")
     return {"plan": plan, "runs": runs, "summary": summary, "seconds": seconds, "model": model_path,
             "record": json_path}
 

@@ -1,9 +1,10 @@
 """The seed's MLP, done right: logits out, softmax only for probabilities, He init, safe checkpoints."""
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -102,6 +103,13 @@ class MLP(nn.Module):
         # over-confident logits; 0 is the seed's plain cross-entropy.
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self._optimizer_settings(lr, momentum, weight_decay, nesterov)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping, **overrides) -> "MLP":
+        """The model that checked settings describe (`params.check_settings`, a recipe); the
+        keys that are training's (epochs, batch_size, schedule, augment) are left to it."""
+        taken = inspect.signature(cls).parameters
+        return cls(**{k: v for k, v in {**settings, **overrides}.items() if k in taken})
 
     def _init_weights(self, init: str) -> None:
         # Kaiming-normal (fan_in, gain sqrt(2)) keeps the activation variance through ReLU layers

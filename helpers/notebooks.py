@@ -44,7 +44,7 @@ SMOKE_PARAMETERS = {
     "04_lr_sweep": {"epochs": 1, "fraction": 0.5, "learning_rates": [0.01, 0.1], "seeds": [0, 1], "workers": 2},
     "05_batch_sweep": {"epochs": 1, "fraction": 0.5, "batch_sizes": [64, 256], "seeds": [0, 1], "workers": 2},
     "06_grid_search": {"epochs": 1, "fraction": 0.5, "learning_rates": [0.01, 0.1], "batch_sizes": [64, 128],
-                       "seeds": [0], "finalists": 1, "finalist_seeds": [1], "final_epochs": 1,
+                       "seeds": [0, 1], "final_epochs": 1,
                        "final_seeds": [0, 1], "workers": 2},
     "07_test_eval": {"rendered_digits": 20, "photo_digits": 40},
 }

@@ -114,31 +114,22 @@ FULL_EPOCHS = 20   # the seed project's budget: 20 epochs for every point
 
 
 @dataclass(frozen=True)
-class Round:
-    """One round of a study: every point (`top` None) or the `top` best of the round before,
-    each trained for `epochs` with every seed in `seeds`."""
-
-    epochs: int
-    seeds: tuple[int, ...]
-    top: int | None = None
-
-
-@dataclass(frozen=True)
 class StudySettings:
     """A study notebook's parameters, checked, by name (never unpacked by position)."""
 
     notebook: str
     grid: dict            # parameter -> tuple of values, e.g. {"lr": (0.01, 0.1)}
     fixed: dict           # the training settings every point shares
-    rounds: tuple         # Round, ...: what will be trained, in order
+    epochs: int           # each point trains this long, once per seed
+    seeds: tuple          # (int, ...)
     budget: str           # "default" or "full"
     workers: int          # local worker processes
     storage: str          # a PostgreSQL URL without password, or "" (journal file / DIGITS_STORAGE)
 
     def as_dict(self) -> dict:
         return {"notebook": self.notebook, "grid": {k: list(v) for k, v in self.grid.items()},
-                "fixed": self.fixed, "budget": self.budget, "workers": self.workers,
-                "rounds": [{"epochs": r.epochs, "seeds": list(r.seeds), "top": r.top} for r in self.rounds]}
+                "fixed": self.fixed, "epochs": self.epochs, "seeds": list(self.seeds), "budget": self.budget,
+                "workers": self.workers}
 
 
 def seeds(name: str, value: Any) -> tuple[int, ...]:
@@ -150,15 +141,12 @@ def seeds(name: str, value: Any) -> tuple[int, ...]:
 
 
 def study_settings(notebook: str, n_train: int, *, grid: dict, budget: str, epochs: Any, seeds_: Any,
-                   finalists: Any, finalist_epochs: Any, finalist_seeds: Any, workers: Any,
-                   storage: Any, **fixed: Any) -> StudySettings:
-    """Check a study notebook's parameters (grid values, rounds, training settings) in one go.
+                   workers: Any, storage: Any, **fixed: Any) -> StudySettings:
+    """Check a study notebook's parameters (grid values, budget, training settings) in one go.
 
     `grid` maps each varied setting to its list of values ("lr" or "batch_size"); `fixed` holds
-    the rest (checked by `check_settings`). With budget "full" a study trains every point for
-    FULL_EPOCHS with `seeds_` and nothing else (make reproduce-full); "default" trains every point
-    for `epochs` with `seeds_`, then the best `finalists` points (0: none) for `finalist_epochs`
-    with `finalist_seeds`.
+    the rest (checked by `check_settings`). Every point trains for `epochs` (FULL_EPOCHS with
+    budget "full": make reproduce-full) once per seed of `seeds_`.
     """
     budget = choice("budget", budget, BUDGETS)
     checked_grid = {}
@@ -173,14 +161,8 @@ def study_settings(notebook: str, n_train: int, *, grid: dict, budget: str, epoc
         if len(set(checked_grid[name])) != len(checked_grid[name]):
             _fail(plural, values, "distinct values")
     fixed = check_settings(n_train, **fixed)
-    first = Round(FULL_EPOCHS if budget == "full" else integer("epochs", epochs, minimum=1), seeds("seeds", seeds_))
-    rounds = [first]
-    n_points = math.prod(len(v) for v in checked_grid.values())
-    finalists = integer("finalists", finalists, minimum=0, maximum=n_points)
-    if budget == "default" and finalists:
-        rounds.append(Round(integer("finalist_epochs", finalist_epochs, minimum=1),
-                            seeds("finalist_seeds", finalist_seeds), finalists))
+    epochs = FULL_EPOCHS if budget == "full" else integer("epochs", epochs, minimum=1)
     workers = integer("workers", workers, minimum=0) or os.cpu_count() or 1
     if not isinstance(storage, str):
         _fail("storage", storage, "a string (a postgresql:// URL, or empty)")
-    return StudySettings(notebook, checked_grid, fixed, tuple(rounds), budget, workers, storage)
+    return StudySettings(notebook, checked_grid, fixed, epochs, seeds("seeds", seeds_), budget, workers, storage)

@@ -491,34 +491,58 @@ def seconds_per_epoch(table: "pd.DataFrame", x: str, title: str = ""):  # noqa: 
     return fig
 
 
-def before_after(files: Sequence, processed: Sequence[torch.Tensor], titles: Sequence[str],
-                 truths: Sequence[int] | None = None, readings: Sequence[int | None] | None = None):
-    """Each user image as it is on disk (top) and as the model sees it after preprocessing (bottom).
+def before_after(files: Sequence, results: Sequence, captions: Sequence[str] | None = None,
+                 truths: Sequence[int] | None = None):
+    """Each user image as it is on disk (top) and as the model saw it after `predict.preprocess`
+    (bottom), titled with its caption (default: the file's name) and the model's confidence.
 
-    With `truths` (each image's true digit) and `readings` (the model's digit, None where it found
-    none), each title opens with "true 7 → read 7", red where the two differ.
+    `results` are `predict.predict_images`'s, one per file. With `truths` (each image's true
+    digit) each title opens with "true 7 → read 7", red where the model read another digit or none.
     """
+    from pathlib import Path
+
     from PIL import Image
 
+    from .predict import preprocess
+
+    captions = captions or [Path(f).name for f in files]
+    titles = [c if r.error else f"{c} ({r.probability:.0%})" for c, r in zip(captions, results)]
     wrong = [False] * len(files)
     if truths is not None:
-        if readings is None or len(readings) != len(truths):
-            raise ValueError("before_after: `truths` needs `readings`, one per image")
-        wrong = [r is None or int(r) != int(t) for t, r in zip(truths, readings)]
-        titles = [f"true {int(t)} → read {'none' if r is None else int(r)}" + (f"\n{s}" if s else "")
-                  for t, r, s in zip(truths, readings, titles)]
+        if len(truths) != len(files):
+            raise ValueError(f"before_after: {len(truths)} truths for {len(files)} images")
+        wrong = [r.digit is None or r.digit != int(t) for t, r in zip(truths, results)]
+        titles = [f"true {int(t)} → read {'none' if r.digit is None else r.digit}\n{s}"
+                  for t, r, s in zip(truths, results, titles)]
     fig, axes = plt.subplots(2, len(files), figsize=(1.9 * len(files), 4.3), squeeze=False)
-    for i, (f, p, t) in enumerate(zip(files, processed, titles)):
+    for i, (f, r, t) in enumerate(zip(files, results, titles)):
         with Image.open(f) as img:
             axes[0, i].imshow(img.convert("RGB"))
         axes[0, i].set_title(t, fontsize=9, color="red" if wrong[i] else "black")
-        axes[1, i].imshow(np.asarray(p), cmap="gray", vmin=0, vmax=255)
-        axes[1, i].set_title("model input (28×28)", fontsize=8)
+        if r.error is None:
+            axes[1, i].imshow(np.asarray(preprocess(f)), cmap="gray", vmin=0, vmax=255)
+        axes[1, i].set_title("model input (28×28)" if r.error is None else "no digit found", fontsize=8)
         for ax in axes[:, i]:
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()
     return fig
+
+
+def readings(images: torch.Tensor, labels: torch.Tensor, preds: torch.Tensor, idx, probs: torch.Tensor | None = None,
+             title: str = "", cols: int = 10):
+    """Digits `idx` titled "true → predicted" (and the model's confidence, given `probs`), red where wrong."""
+    idx = torch.as_tensor(list(idx))
+    titles = [f"{int(labels[i])} → {int(preds[i])}" + (f" ({probs[i].max():.0%})" if probs is not None else "")
+              for i in idx]
+    return digit_grid(images[idx], titles, cols=cols, title=title,
+                      title_colors=["black" if labels[i] == preds[i] else "red" for i in idx])
+
+
+def mistakes(confusion: "pd.DataFrame", title: str):  # noqa: F821
+    """A confusion matrix with its diagonal (the digits read right) hidden, so that the mistakes show."""
+    return heatmap(confusion.where(~np.eye(len(confusion), dtype=bool)), title, fmt=".0f", cmap="rocket_r",
+                   xlabel="predicted", ylabel="true")
 
 
 def lr_schedule(rates: Sequence[float], steps_per_epoch: int, title: str = "Learning rate per step"):

@@ -130,7 +130,7 @@ def _full_runs() -> dict | None:
         if not r.get("tasks"):  # a record from before the studies counted what they trained
             return None
         found.append({"name": name, "seconds": notebooks.recorded_seconds(nb) or 0, **r["tasks"],
-                      "seeds": len(r["parameters"]["rounds"][0]["seeds"])})
+                      "seeds": len(r["parameters"]["seeds"])})
     total = {k: sum(f[k] for f in found) for k in ("seconds", "total", "trained", "copied", "done_before")}
     return {**total, "seeds": found[0]["seeds"], "per_notebook": found}
 

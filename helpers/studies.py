@@ -70,19 +70,15 @@ def budget_label(epochs: int, fraction: float) -> str:
 
 
 def run(notebook: str, *, grid: dict, budget: str = "default", epochs: int, seeds: list,
-        fraction: float = 1.0, finalists: int = 0, finalist_seeds: list | None = None,
-        workers: int = 0, storage: str = "", log: Callable[[str], None] = print, **fixed) -> StudyResult:
+        fraction: float = 1.0, workers: int = 0, storage: str = "", log: Callable[[str], None] = print, **fixed) -> StudyResult:
     """Check the parameters, run (or resume, or just load) the study, save and return its result.
 
     Every point is trained for `epochs` on `fraction` of the training digits with each of
-    `seeds`; then the `finalists` best points by mean are trained with `finalist_seeds` too, at
-    the same budget (more seeds where the top is close). budget="full" ignores all that: every
-    point, FULL_EPOCHS, all digits, `seeds`, results under figures/full/.
+    `seeds`; budget="full": FULL_EPOCHS on all digits, results under figures/full/.
     """
     prepared = data.load_prepared()
     settings = P.study_settings(notebook, len(prepared.train_idx), grid=grid, budget=budget, epochs=epochs,
-                                seeds_=seeds, finalists=finalists, finalist_epochs=epochs,
-                                finalist_seeds=finalist_seeds or [], workers=workers, storage=storage, **fixed)
+                                seeds_=seeds, workers=workers, storage=storage, **fixed)
     fraction = 1.0 if budget == "full" else P.number("fraction", fraction, low=0.0, high=1.0, low_open=True)
     url = S.storage_url(settings.storage)
     spec = {"fixed": settings.fixed, "data": prepared.fingerprint()}
@@ -91,17 +87,16 @@ def run(notebook: str, *, grid: dict, budget: str = "default", epochs: int, seed
     with contextlib.ExitStack() as stack:
         if not S.is_rdb(storage_):  # one notebook at a time runs a journal study
             stack.enter_context(S.sole_coordinator(name))
-        seconds, tasks = _run_rounds(settings, name, url, storage_, fraction, spec, log)
+        seconds, tasks = _train(settings, name, url, storage_, fraction, spec, log)
         study = optuna.load_study(study_name=name, storage=storage_)
 
     names = list(settings.grid)
-    points = [dict(zip(names, values)) for values in itertools.product(*settings.grid.values())]
-    label = budget_label(settings.rounds[0].epochs, fraction)
-    table = point_rows(study, points, settings.rounds[0].epochs, fraction)
+    label = budget_label(settings.epochs, fraction)
+    table = point_rows(study, _points(settings), settings.epochs, fraction)
     best, close, noise = conclude(table, names)
     # when the trials were trained: this run, or an earlier one it resumed or simply read back
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if W.task_of(t) and W.task_of(t)["epochs"] == settings.rounds[0].epochs
+            if W.task_of(t) and W.task_of(t)["epochs"] == settings.epochs
             and W.task_of(t)["fraction"] == fraction and COPIED not in t.user_attrs]
     trained = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds() \
         if done else None
@@ -180,52 +175,45 @@ def _finished(study: optuna.Study) -> dict[int, tuple]:
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if W.task_of(t)}
 
 
-def _run_rounds(settings: P.StudySettings, name: str, url: str | None, storage_, fraction: float, spec: dict,
-                log) -> tuple[float, dict]:
-    """Queue and train each round's tasks; returns the seconds it took and what this run did with
+def _plain(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def _points(settings: P.StudySettings) -> list[dict]:
+    return [dict(zip(settings.grid, values)) for values in itertools.product(*settings.grid.values())]
+
+
+def _train(settings: P.StudySettings, name: str, url: str | None, storage_, fraction: float, spec: dict,
+           log) -> tuple[float, dict]:
+    """Queue and train the study's tasks; returns the seconds it took and what this run did with
     its tasks: how many it trained, copied from a sibling, or found done (a notebook re-rendered
     from a finished study trained none, and its seconds are no training time)."""
     study = optuna.create_study(study_name=name, storage=storage_, direction="maximize", load_if_exists=True)
     before = _finished(study)
-    keys: set = set()   # this run's tasks (the study may hold other budgets' too)
     if "spec" not in study.user_attrs:
         study.set_user_attr("spec", spec)
     if not S.is_rdb(storage_):
         W.interrupted_leftovers(study, storage_)
     start = time.perf_counter()
-    names = list(settings.grid)
-    points = [dict(zip(names, values)) for values in itertools.product(*settings.grid.values())]
-    label = budget_label(settings.rounds[0].epochs, fraction)
-    for rnd in settings.rounds:
-        if rnd.top:  # the best points so far, by mean over their seeds
-            so_far = point_rows(study, points, settings.rounds[0].epochs, fraction)
-            order = so_far.sort_values(["val_acc_mean"], ascending=False, na_position="last")
-            chosen = [{k: _plain(v) for k, v in pt.items()} for pt in order.head(rnd.top)[names].to_dict(orient="records")]
-        else:
-            chosen = points
-        tasks = [{**pt, "seed": s, "epochs": rnd.epochs, "fraction": fraction}
-                 for pt in chosen for s in rnd.seeds]
-        keys |= {W.task_key(t) for t in tasks}
-        # longest first (small batches take the most steps), one seed's points side by side
-        tasks.sort(key=lambda t: (t.get("batch_size", 0), t["seed"], t.get("lr", 0)))
-        copied = adopt(settings.notebook, study, storage_, url, spec, tasks)
-        state = W.enqueue(study, tasks)
-        log(f"study {name} ({S.masked(url) or 'journal ' + paths.show(S.journal_path(name))}): "
-            f"{label}, {len(chosen)} points x {len(rnd.seeds)} seeds: {len(state['done'])} done"
-            + (" (" + ", ".join(f"{n} copied from {other}" for other, n in copied.items()) + ")" if copied else "")
-            + ", "
-            f"{len(state['queued']) + len(state['pending'])} to train"
-            + (f", {len(state['failed'])} failed for good" if state["failed"] else ""))
-        if state["queued"] or state["pending"]:
-            W.run_trials(study, storage_, settings.workers, log)
+    points = _points(settings)
+    tasks = [{**pt, "seed": s, "epochs": settings.epochs, "fraction": fraction} for pt in points for s in settings.seeds]
+    keys = {W.task_key(t) for t in tasks}   # this run's tasks (the study may hold other budgets' too)
+    # longest first (small batches take the most steps), one seed's points side by side
+    tasks.sort(key=lambda t: (t.get("batch_size", 0), t["seed"], t.get("lr", 0)))
+    copied = adopt(settings.notebook, study, storage_, url, spec, tasks)
+    state = W.enqueue(study, tasks)
+    log(f"study {name} ({S.masked(url) or 'journal ' + paths.show(S.journal_path(name))}): "
+        f"{budget_label(settings.epochs, fraction)}, {len(points)} points x {len(settings.seeds)} seeds: "
+        f"{len(state['done'])} done"
+        + (" (" + ", ".join(f"{n} copied from {other}" for other, n in copied.items()) + ")" if copied else "")
+        + f", {len(state['queued']) + len(state['pending'])} to train"
+        + (f", {len(state['failed'])} failed for good" if state["failed"] else ""))
+    if state["queued"] or state["pending"]:
+        W.run_trials(study, storage_, settings.workers, log)
     new = [copied for n, (key, copied) in _finished(study).items() if n not in before and key in keys]
     return time.perf_counter() - start, {
         "total": len(keys), "trained": new.count(False), "copied": new.count(True),
         "done_before": len({key for key, _ in before.values()} & keys)}
-
-
-def _plain(v):
-    return v.item() if hasattr(v, "item") else v
 
 
 # -------------------------------------------------------------------------------------- tables
@@ -386,7 +374,7 @@ def compare_with_full(result: StudyResult) -> dict | None:
             # None: no noise estimate, or the pick has no full-budget result to be judged by
             "within_noise": None if se is None or not np.isfinite(gap) else bool(gap < NOISE_Z * se),
             "full_top_untrained": [dict(zip(names, k)) for k in list(full_rank)[:5] if k not in trained],
-            "full_seeds": full.get("parameters", {}).get("rounds", [{}])[0].get("seeds"),
+            "full_seeds": full.get("parameters", {}).get("seeds"),
             "joined": joined}
 
 

@@ -94,9 +94,8 @@ def validate(model: MLP, loader: DataLoader, device: torch.device | None = None)
 
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, epochs: int, steps_per_epoch: int):
     """A per-step schedule for `optimizer` (a model's `.optimizer`): one-cycle peaks at its lr."""
-    P.choice("schedule", schedule, SCHEDULES)
-    if schedule == "constant":
-        return None
+    if P.choice("schedule", schedule, SCHEDULES) == "constant":  # a scheduler all the same: one loop for both
+        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     # cycle_momentum off: keep the momentum the caller chose; the cycle is in the learning rate.
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=optimizer.param_groups[0]["lr"], epochs=epochs,
@@ -111,8 +110,7 @@ def schedule_rates(lr: float, schedule: str, epochs: int, steps_per_epoch: int) 
     for _ in range(epochs * steps_per_epoch):
         rates.append(optimizer.param_groups[0]["lr"])
         optimizer.step()  # no gradients: nothing moves, but the scheduler sees a step was taken
-        if scheduler is not None:
-            scheduler.step()
+        scheduler.step()
     return rates
 
 
@@ -181,7 +179,7 @@ def fit(model: MLP, train_loader: DataLoader, val_loader: DataLoader, epochs: in
 def _training_state(model, scheduler, loader, run, history) -> dict:
     shuffle = _shuffle_rng(loader)
     return {"run": run, "history": history, "optimizer": model.optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(), "model_rng": model.generator.get_state(),
             "loader_rng": shuffle.get_state() if shuffle is not None else None}
 
@@ -206,8 +204,7 @@ def _restore(path, model, scheduler, loader, run) -> list[dict]:
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not match the model: {str(e).splitlines()[0]}") from e
     model.optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(state["scheduler"])
+    scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])  # augmentation draws
     model.generator.set_state(state["model_rng"])  # dropout masks
     if state["loader_rng"] is not None:

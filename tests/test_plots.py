@@ -132,18 +132,34 @@ def test_activation_spread_shows_layernorm_restoring_the_scale():
 
 
 def test_before_after_titles_carry_the_truth(tmp_path):
+    from helpers.predict import Prediction
+
     files = []
     for i in range(2):
-        Image.new("RGB", (40, 40), "white").save(tmp_path / f"{i}.png")
+        page = Image.new("RGB", (40, 40), "white")
+        page.paste((0, 0, 0), (14, 8, 26, 32))   # a bar of ink: something preprocess reads
+        page.save(tmp_path / f"{i}.png")
         files.append(tmp_path / f"{i}.png")
-    inputs = [torch.zeros(28, 28, dtype=torch.uint8)] * 2
-    fig = plots.before_after(files, inputs, ["a", "b"], truths=[7, 3], readings=[7, 5])
+    results = [Prediction(str(files[0]), 7, 0.9), Prediction(str(files[1]), 5, 0.6)]
+    fig = plots.before_after(files, results, ["a", "b"], truths=[7, 3])
     titles = [fig.axes[0].title, fig.axes[1].title]   # the top row: the images as on disk
-    assert titles[0].get_text() == "true 7 → read 7\na" and titles[0].get_color() == "black"
-    assert titles[1].get_text() == "true 3 → read 5\nb" and titles[1].get_color() == "red"
+    assert titles[0].get_text() == "true 7 → read 7\na (90%)" and titles[0].get_color() == "black"
+    assert titles[1].get_text() == "true 3 → read 5\nb (60%)" and titles[1].get_color() == "red"
     with pytest.raises(ValueError):
-        plots.before_after(files, inputs, ["a", "b"], truths=[7, 3])
-    assert plots.before_after(files, inputs, ["a", "b"]).axes[0].title.get_text() == "a"
+        plots.before_after(files, results, ["a", "b"], truths=[7])
+    assert plots.before_after(files, results).axes[0].title.get_text() == "0.png (90%)"
+    refused = [Prediction(str(files[0]), None, None, "no digit found")] * 2
+    assert plots.before_after(files, refused, truths=[1, 1]).axes[0].title.get_text() == "true 1 → read none\n0.png"
+
+
+def test_readings_title_each_digit_true_then_predicted_red_where_wrong():
+    images = torch.zeros(3, 28, 28, dtype=torch.uint8)
+    labels, preds = torch.tensor([1, 2, 3]), torch.tensor([1, 5, 3])
+    probs = torch.tensor([[0.0, 0.9], [0.2, 0.8], [0.5, 0.5]])
+    fig = plots.readings(images, labels, preds, [0, 1], probs=probs)
+    shown = [ax.title for ax in fig.axes if ax.title.get_text()]
+    assert [t.get_text() for t in shown] == ["1 → 1 (90%)", "2 → 5 (80%)"]
+    assert [t.get_color() for t in shown] == ["black", "red"]
 
 
 def test_saved_figures_stay_small():

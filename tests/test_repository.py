@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -23,6 +24,20 @@ def test_committed_notebook_is_executed_small_and_parameterized(name):
     assert not errors, f"{path.name} was committed with an error: {errors[0].get('evalue')}"
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
     assert nb["metadata"].get("papermill", {}).get("duration"), "executed by papermill (make reproduce)"
+
+
+MAX_CODE_LINES = 60   # notebooks narrate; what takes more lines than this belongs in helpers/
+
+
+@pytest.mark.parametrize("name", notebooks.ORDER)
+def test_a_notebook_narrates_with_little_code_and_reads_values_by_name(name):
+    nb = json.loads((paths.NOTEBOOKS / f"{name}.ipynb").read_text())
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    lines = [line for cell in code for line in cell.splitlines() if line.strip()]
+    assert len(lines) <= MAX_CODE_LINES, f"{name}: {len(lines)} lines of code"
+    for line in lines:
+        assert not re.search(r"\.__\w+__\(", line), f"{name}: a dunder call: {line}"
+        assert not re.search(r"=\s*\w+\.values\(\)\s*$", line), f"{name}: values unpacked by position: {line}"
 
 
 def test_make_help_lists_the_targets():

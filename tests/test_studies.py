@@ -251,14 +251,6 @@ def test_more_seeds_reuse_the_finished_ones(prepared):
     assert list(result.table["n_seeds"]) == [2, 2]
 
 
-def test_finalists_get_extra_seeds_at_the_same_budget(prepared):
-    result = run_lr(lrs=(0.001, 0.05, 0.1), seeds=(0,), finalists=2, finalist_seeds=[1, 2])
-    n = dict(zip(result.table["lr"], result.table["n_seeds"]))
-    assert sorted(n.values()) == [1, 3, 3]
-    assert result.best["n_seeds"] == 3
-    assert n[0.001] == 1, "the worst rate is not a finalist"
-
-
 def test_conclusion_names_the_best_by_mean_and_what_noise_cannot_separate():
     import pandas as pd
 

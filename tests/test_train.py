@@ -115,6 +115,7 @@ def test_check_settings_returns_clean_values():
 def test_the_loop_written_out_in_03_is_what_fit_runs(small_prepared):
     """03 shows one epoch's loop in plain sight; run as written, it ends with T.fit's weights, bit for bit."""
     import json
+    from types import SimpleNamespace
 
     from helpers import model as M, paths, train as T
 
@@ -124,7 +125,8 @@ def test_the_loop_written_out_in_03_is_what_fit_runs(small_prepared):
     settings = dict(seed=3, hidden=[32, 16], dropout=[0.1, 0.2], lr=0.05, momentum=0.9, weight_decay=1e-4,
                     batch_size=50, schedule="onecycle")
     val_loader = small_prepared.loaders(50, 3)[1]
-    space = {**settings, "M": M, "T": T, "torch": torch, "prepared": small_prepared, "device": torch.device("cpu"),
+    space = {"settings": settings, "run": SimpleNamespace(**settings), "M": M, "T": T, "torch": torch,
+             "prepared": small_prepared, "device": torch.device("cpu"),
              "val_loader": val_loader, "print": lambda *a, **k: None}
     exec(loop[0], space)
     T.seed_everything(3)
