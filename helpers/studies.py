@@ -3,9 +3,9 @@
     result = studies.run("04_lr_sweep", grid={"lr": [...]}, budget=..., epochs=..., seeds=[...], ...)
 
 checks the parameters (`params.study_settings`, a named record), runs or resumes the study and
-returns its result, a row per point. A study trains every point of its grid (learning rates, batch sizes) for a
-budget (epochs, share of the training digits) with several seeds, optionally gives more seeds to
-its best points, and reports each point as mean +- std over its seeds. It names the best point by
+returns its result, a row per point. A study trains every point of its grid (learning rates,
+batch sizes) for one budget (epochs, share of the training digits) once per seed, and reports
+each point as mean +- std over its seeds. It names the best point by
 mean and the points that cannot be told apart from it, and compares its answer with the
 committed full-budget results (`make reproduce-full`: the seed's 20 epochs, every point, all
 training digits). The trials themselves run on `helpers.workers` (queue, processes, storage).
