@@ -44,9 +44,6 @@ DEFAULT_SOURCES = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
 TIMEOUT_S = 30
 CHUNK = 1 << 20
 
-__all__ = ["MNIST_FILES", "SIZES", "SHA256", "DEFAULT_SOURCES", "MnistError", "MnistFileError",
-           "MnistDownloadError", "load_mnist", "fetch", "read_idx", "read_split"]
-
 
 class MnistError(RuntimeError):
     """Base class for everything this module raises about the data itself."""
@@ -57,15 +54,10 @@ class MnistFileError(MnistError):
 
     def __init__(self, source: object | None, problem: str):
         super().__init__(f"{source}: {problem}" if source else problem)
-        self.source, self.problem = source, problem
 
 
 class MnistDownloadError(MnistError):
     """Every source failed for one archive; the message lists each with its reason."""
-
-
-class _SourceFailed(Exception):
-    """One source failed: caught by the loop that then tries the next."""
 
 
 def load_mnist(split: str, data_dir: str | os.PathLike | None = None, mirror: str | None = None,
@@ -77,11 +69,8 @@ def load_mnist(split: str, data_dir: str | os.PathLike | None = None, mirror: st
     it may be a copy supplied by hand, and deleting it is the caller's decision. Raises
     MnistDownloadError when no source delivers a missing archive, MnistFileError for bad data.
     """
-    names, data = _split_files(split), []
-    for name in names:
-        path, raw = _ensure(name, data_dir, mirror, progress)
-        data.append(raw if raw is not None else _gunzip(path, name, verify=False))
-    return read_split(data[0], data[1], images_name=names[0], labels_name=names[1])
+    images, labels = (_verified(name, data_dir, mirror, progress) for name in _split_files(split))
+    return read_split(images, labels)
 
 
 def fetch(what: str, data_dir: str | os.PathLike | None = None, mirror: str | None = None,
@@ -93,7 +82,7 @@ def fetch(what: str, data_dir: str | os.PathLike | None = None, mirror: str | No
     like every path in `paths`. Without one, `DEFAULT_SOURCES` are tried in order.
     """
     names = (what,) if what in SHA256 else _split_files(what)
-    return [_ensure(name, data_dir, mirror, progress)[0] for name in names]
+    return [_verified(name, data_dir, mirror, progress) for name in names]
 
 
 def _split_files(split: str) -> tuple[str, str]:
@@ -103,20 +92,24 @@ def _split_files(split: str) -> tuple[str, str]:
     return MNIST_FILES[split]
 
 
-def _ensure(name: str, data_dir, mirror, progress) -> tuple[Path, bytearray | None]:
-    """The verified archive's path, plus its decompressed bytes when checking it meant reading them."""
+def _verified(name: str, data_dir, mirror, progress) -> Path:
+    """The archive's path in `data_dir`, fetched if missing and hashed unless its stamp vouches for it."""
     path = (Path(data_dir).expanduser() if data_dir is not None else paths.raw_dir()) / name
+    stamp = path.with_name(name + ".sha256")
     if not path.exists():
-        return path, _download(name, path, mirror, progress)
-    if _stamp(path) == _read_stamp(path):
-        return path, None
+        _download(name, path, mirror, progress)
+    else:
+        try:
+            if json.loads(stamp.read_text()) == _stamp(path):
+                return path
+        except (OSError, ValueError):  # no stamp, or a broken one: hash the archive
+            pass
+        _verify(path, name, path, hint="; delete it to fetch a fresh copy, or replace it with the genuine file")
     try:
-        data = _gunzip(path, name, verify=True)
-    except MnistFileError as exc:
-        raise MnistFileError(path, f"{exc.problem}; delete it to fetch a fresh copy, or replace it "
-                                   "with the genuine file") from exc
-    _write_stamp(path)
-    return path, data
+        store.save_json(stamp, _stamp(path))
+    except OSError:  # a read-only data folder still works; it is just re-hashed on every load
+        pass
+    return path
 
 
 def _stamp(path: Path) -> dict:
@@ -125,79 +118,51 @@ def _stamp(path: Path) -> dict:
             "archive_bytes": st.st_size, "archive_mtime_ns": st.st_mtime_ns}
 
 
-def _read_stamp(path: Path) -> dict | None:
-    try:
-        return json.loads(path.with_name(path.name + ".sha256").read_text())
-    except (OSError, ValueError):
-        return None
+def _verify(path: Path, name: str, source: object, hint: str = "") -> None:
+    """Raise unless `path` decompresses to exactly the pinned size and SHA-256 of `name`.
 
-
-def _write_stamp(path: Path) -> None:
-    try:
-        store.save_json(path.with_name(path.name + ".sha256"), _stamp(path))
-    except OSError:  # a read-only data folder still works; it is just re-hashed on every load
-        pass
-
-
-def _gunzip(path: Path, name: str, verify: bool, source: object = None) -> bytearray:
-    """Decompress into one writable buffer of the pinned size (hashing as it goes when `verify`).
-
-    One spare byte tells an overlong file from an exact one without reading all of a bogus file.
+    Reading stops one chunk past the pinned size, so a bogus file is never read to its end.
     """
-    size, source = SIZES[name], source or path
-    buf, pos = bytearray(size + 1), 0
-    digest = hashlib.sha256() if verify else None
+    size, digest = 0, hashlib.sha256()
     try:
         with gzip.open(path, "rb") as fh:
-            while pos <= size and (chunk := fh.read(min(CHUNK, size + 1 - pos))):
-                buf[pos:pos + len(chunk)] = chunk
-                pos += len(chunk)
-                if digest:
-                    digest.update(chunk)
+            while size <= SIZES[name] and (chunk := fh.read(CHUNK)):
+                digest.update(chunk)
+                size += len(chunk)
     except (OSError, EOFError, zlib.error) as exc:
         # A browser's "save as" on an error page is a common culprit; name it when that is what it is.
-        html = False
-        if isinstance(exc, gzip.BadGzipFile):  # the file opened, so it can be peeked at
-            with open(path, "rb") as fh:
-                html = fh.read(64).lstrip()[:1] == b"<"
-        raise MnistFileError(source, "is an HTML page, not a gzip archive" if html
-                             else f"not a valid gzip archive ({exc})") from exc
-    if pos != size:
-        found = f"more than {size:,}" if pos > size else f"{pos:,}"
-        raise MnistFileError(source, f"decompresses to {found} bytes, expected {size:,} for {name}")
-    if digest and digest.hexdigest() != SHA256[name]:
+        with open(path, "rb") as fh:
+            html = fh.read(64).lstrip()[:1] == b"<"
+        raise MnistFileError(source, ("is an HTML page, not a gzip archive" if html
+                                      else f"not a valid gzip archive ({exc})") + hint) from exc
+    if size != SIZES[name]:
+        found = f"more than {SIZES[name]:,}" if size > SIZES[name] else f"{size:,}"
+        raise MnistFileError(source, f"decompresses to {found} bytes, expected {SIZES[name]:,} for {name}{hint}")
+    if digest.hexdigest() != SHA256[name]:
         raise MnistFileError(source, f"SHA-256 mismatch: decompressed bytes hash to "
-                                     f"{digest.hexdigest()}, expected {SHA256[name]} for {name}")
-    del buf[size:]
-    return buf
+                                     f"{digest.hexdigest()}, expected {SHA256[name]} for {name}{hint}")
 
 
-def _download(name: str, path: Path, mirror, progress) -> bytearray:
+def _download(name: str, path: Path, mirror, progress) -> None:
     mirror = os.environ.get("MNIST_MIRROR") if mirror is None else mirror
-    sources = [str(mirror)] if mirror else list(DEFAULT_SOURCES)
     failures = []
-    for source in sources:
+    for source in [str(mirror)] if mirror else DEFAULT_SOURCES:
         is_url = "://" in source
         where = source.rstrip("/") + "/" + name if is_url else paths.ROOT / Path(source).expanduser() / name
         try:
             with store.atomic_path(path) as tmp:  # the rename happens only if the block completes
-                try:
-                    if is_url:
-                        _fetch_url(where, tmp, name, progress)
-                    elif where.is_file():
-                        shutil.copyfile(where, tmp)
-                    else:
-                        raise _SourceFailed("no such file in the mirror folder")
-                    data = _gunzip(tmp, name, verify=True, source=where)
-                except MnistFileError as exc:
-                    raise _SourceFailed(exc.problem) from exc
-                except (OSError, http.client.HTTPException) as exc:
-                    raise _SourceFailed(_why(exc)) from exc
-        except _SourceFailed as exc:
-            failures.append(f"{where}: {exc}")
-            continue
-        _write_stamp(path)
-        return data
+                if is_url:
+                    _fetch_url(where, tmp, name, progress)
+                elif where.is_file():
+                    shutil.copyfile(where, tmp)
+                else:
+                    raise MnistFileError(where, "no such file in the mirror folder")
+                _verify(tmp, name, where)
+            return
+        except MnistFileError as exc:
+            failures.append(str(exc))
+        except (OSError, http.client.HTTPException) as exc:
+            failures.append(f"{where}: {_why(exc)}")
     tried = "\n".join(f"  - {failure}" for failure in failures)
     raise MnistDownloadError(
         f"could not fetch {name} into {path.parent}; tried:\n{tried}\n"
@@ -209,23 +174,18 @@ def _download(name: str, path: Path, mirror, progress) -> bytearray:
 def _fetch_url(url: str, tmp: Path, name: str, progress: bool) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "mnist-mlp-reference"})
     with urllib.request.urlopen(request, timeout=TIMEOUT_S) as resp:
-        total = int(resp.headers.get("Content-Length") or 0) or None
-        chunk = resp.read(CHUNK)
         # Captive portals and error pages answer 200 with HTML; say so rather than "bad gzip".
-        if "html" in resp.headers.get_content_type() or chunk.lstrip()[:1] == b"<":
-            raise _SourceFailed("served an HTML page, not a gzip archive")
-        if chunk[:2] != b"\x1f\x8b":
-            raise _SourceFailed(f"served data that is not a gzip archive (starts {chunk[:8]!r})")
-        got = 0
+        if "html" in resp.headers.get_content_type():
+            raise MnistFileError(url, "served an HTML page, not a gzip archive")
+        total, got = int(resp.headers.get("Content-Length") or 0) or None, 0
         with open(tmp, "wb") as out, tqdm(total=total, desc=name, unit="B", unit_scale=True,
                                           unit_divisor=1024, file=sys.stderr, disable=not progress) as bar:
-            while chunk:
+            while chunk := resp.read(CHUNK):
                 out.write(chunk)
                 got += len(chunk)
                 bar.update(len(chunk))
-                chunk = resp.read(CHUNK)
     if total is not None and got != total:  # http.client returns short reads here without raising
-        raise _SourceFailed(f"connection closed after {got:,} of {total:,} bytes")
+        raise MnistFileError(url, f"connection closed after {got:,} of {total:,} bytes")
 
 
 def _why(exc: BaseException) -> str:
