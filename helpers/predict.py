@@ -200,9 +200,7 @@ def _otsu(values: np.ndarray, bins: int = 256) -> float:
     w0 = np.cumsum(counts)
     w1 = w0[-1] - w0
     m0 = np.cumsum(counts * centres)
-    mean0 = m0 / np.maximum(w0, 1)
-    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
-    between = w0 * w1 * (mean0 - mean1) ** 2
+    between = w0 * w1 * (m0 / np.maximum(w0, 1) - (m0[-1] - m0) / np.maximum(w1, 1)) ** 2
     return float(edges[1:][np.argmax(between)])
 
 
@@ -334,33 +332,25 @@ def preprocess(image: str | os.PathLike | Image.Image) -> torch.Tensor:
     """An image of one digit (path or PIL image) -> uint8 [28, 28], MNIST-style. Raises ImageError."""
     img, name = _open(image)
     ink = _ink(_gray(img), name)
-    rows, cols = _extent((ink > CROP_THRESHOLD).sum(1)), _extent((ink > CROP_THRESHOLD).sum(0))
-    ink = ink[rows, cols]
+    ink = ink[_extent((ink > CROP_THRESHOLD).sum(1)), _extent((ink > CROP_THRESHOLD).sum(0))]
     h, w = ink.shape
     scale = BOX / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     # LANCZOS on float pixels: anti-aliased like NIST's downscale, no uint8 rounding on the way.
-    small = np.asarray(Image.fromarray(ink.astype(np.float32)).resize(size, Image.LANCZOS))
-    small = np.clip(small, 0, None)
-    small = np.round(255.0 * small / small.max()).astype(np.uint8)
-    return _centre(small)
+    small = np.clip(np.asarray(Image.fromarray(ink.astype(np.float32)).resize(size, Image.LANCZOS)), 0, None)
+    frame = np.zeros((FRAME, FRAME))
+    top, left = (FRAME - size[1]) // 2, (FRAME - size[0]) // 2
+    frame[top:top + size[1], left:left + size[0]] = np.round(255 * small / small.max())
+    # then moved by whole pixels so that its centre of mass lands on (14, 14), as MNIST's digits are
+    cy, cx = ndimage.center_of_mass(frame)
+    frame = ndimage.shift(frame, (round(FRAME / 2 - cy), round(FRAME / 2 - cx)), order=0, mode="grid-constant")
+    return torch.from_numpy(frame.astype(np.uint8))
 
 
 def _extent(profile: np.ndarray) -> slice:
     """The span of rows (or columns) holding ink: a stray speck, far thinner than a stroke, is left out."""
     rows = np.nonzero(profile >= max(1, SPECK_FRACTION * profile.max()))[0]
     return slice(rows.min(), rows.max() + 1)
-
-
-def _centre(patch: np.ndarray) -> torch.Tensor:
-    """Paste `patch` into 28x28 so its centre of mass lands on (14, 14), clipped to the frame."""
-    cy, cx = ndimage.center_of_mass(patch.astype(np.float64))
-    top, left = int(round(FRAME / 2 - cy)), int(round(FRAME / 2 - cx))
-    out = np.zeros((FRAME, FRAME), np.uint8)
-    y0, x0 = max(top, 0), max(left, 0)
-    y1, x1 = min(top + patch.shape[0], FRAME), min(left + patch.shape[1], FRAME)
-    out[y0:y1, x0:x1] = patch[y0 - top:y1 - top, x0 - left:x1 - left]
-    return torch.from_numpy(out)
 
 
 def render_digit(img28: torch.Tensor, size: int, offset: tuple[int, int], canvas: int,
