@@ -78,10 +78,10 @@ def coverage(digit: torch.Tensor | np.ndarray, shot: Shot) -> np.ndarray:
     if d.shape != (28, 28):
         raise ValueError(f"expected a 28x28 digit, got shape {d.shape}")
     frame = np.zeros((shot.height, shot.width), np.float32)
-    ys, xs = np.nonzero(d > 0)
-    if len(ys) == 0:  # no ink: blank paper, to check that no digit is found in it
+    box = ndimage.find_objects((d > 0).astype(np.int8))  # the ink's bounding box
+    if not box:  # no ink: blank paper, to check that no digit is found in it
         return frame
-    d = d[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    d = d[box[0]]
     scale = shot.fraction * min(shot.width, shot.height) / max(d.shape)
     size = (max(1, round(d.shape[1] * scale)), max(1, round(d.shape[0] * scale)))
     patch = Image.fromarray(d).resize(size, Image.BICUBIC)
@@ -115,10 +115,8 @@ def photograph(digit: torch.Tensor | np.ndarray, shot: Shot) -> Image.Image:
     rng = np.random.default_rng(shot.seed)
     rgb = rgb + rng.normal(0.0, shot.noise, rgb.shape).astype(np.float32)
     pixels = np.round(255 * np.clip(rgb, 0, 1)).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, "RGB").save(buffer, "JPEG", quality=shot.quality)
-    buffer.seek(0)
-    photo = Image.open(buffer)
+    Image.fromarray(pixels, "RGB").save(buffer := io.BytesIO(), "JPEG", quality=shot.quality)
+    photo = Image.open(io.BytesIO(buffer.getvalue()))
     photo.load()
     return photo
 

@@ -212,7 +212,7 @@ def _paper(work: np.ndarray, fine_noise: float | None = None) -> np.ndarray:
     the ink. So when Otsu's threshold splits the image into two classes further apart than
     NOISE_SIGMAS spreads of the tighter one (noise or uneven light on a blank page splits far
     less clearly), the paper is the class that holds most of the border: a digit reaches the
-    border at its extremes only. With `fine_noise` (the image's `_fine_noise`), the image may be
+    border at its extremes only. With `fine_noise` (a crop's noise, see `_measure`), the image may be
     cut to its ink, so that ink holds most of the border too; the paper is then the class the
     border holds more of than the whole image does, and the split is judged by that
     pixel-to-pixel noise, since a class that holds fringes as well as paper spreads far wider
@@ -229,12 +229,6 @@ def _paper(work: np.ndarray, fine_noise: float | None = None) -> np.ndarray:
     if apart > NOISE_SIGMAS * max(spread, QUANTUM):
         return paper
     return np.ones_like(paper)
-
-
-def _fine_noise(work: np.ndarray) -> float:
-    """The image's noise, from each pixel's difference with its 3x3 median: strokes and fringes,
-    smooth over three pixels, leave it be, wherever they are and however much of the image they fill."""
-    return _spread(work - ndimage.median_filter(work, size=3, mode="nearest")) / MEDIAN_NOISE
 
 
 class _Measure(NamedTuple):
@@ -262,8 +256,10 @@ class _Measure(NamedTuple):
 def _measure(work: np.ndarray, k: int, cropped: bool = False) -> _Measure:
     """Ink strength against the background fitted to the paper (`_paper`), on whichever side the
     image reaches furthest. `cropped`: read as a crop to the ink, the paper from the crop's view,
-    its level flat, the noise from pixel to pixel (`_fine_noise`)."""
-    fine = _fine_noise(work) if cropped else None
+    its level flat, the noise from pixel to pixel."""
+    # A crop's noise: the spread of each pixel's difference with its 3x3 median, which strokes and
+    # fringes (smooth over three pixels) leave be, however much of the image they fill.
+    fine = _spread(work - ndimage.median_filter(work, size=3, mode="nearest")) / MEDIAN_NOISE if cropped else None
     paper = _paper(work, fine)
     background = _background(work, paper, flat=cropped)
     # a k x k mean, edges repeated: noise averages out, strokes wider than k stay
