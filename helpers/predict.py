@@ -42,6 +42,7 @@ WORK_SIDE = 1024              # px: larger images are area-averaged down to this
 BACKGROUND_SIDE = 64          # px: the background surface is fitted on a copy this small
 BACKGROUND_DEGREE = 4         # its polynomial order (in log light): gradients, vignettes, never strokes
 FIT_TOLERANCE = 0.04          # within 4% of the surface's light is paper, however clean the image
+                              # (twice that per order below the top: a rough surface needs room)
 BACKGROUND_ROUNDS = 8         # refits per order, each to the pixels near the previous surface
 SMOOTH_DIVISOR = 100          # smoothing window = shorter side / this (1 px below 150 px)
 NOISE_SIGMAS = 5.0            # ink must stand this many noise deviations out of the background
@@ -49,6 +50,7 @@ REACH_PERCENT = 0.1           # how far the image reaches each side of the backg
 LOW_SIGMAS = 3.0              # soft ink edges fade to 0 this many noise deviations above the paper
 MIN_LEVEL = 0.05              # darkest paper (or brightest ground) that strengths are divided by
 QUANTUM = 1 / 255             # one 8-bit step: the least noise a stored image has
+SATURATED = 250 / 255         # this bright or more is overexposed (clipped, then blurred by JPEG)
 SPECK_FRACTION = 0.05         # rows/columns with less ink than this share of the fullest are specks
 MEDIAN_NOISE = 0.862          # robust spread of (x - its 3x3 median) for white noise of spread 1
 
@@ -154,8 +156,8 @@ def _background(gray: np.ndarray, paper: np.ndarray, flat: bool = False) -> np.n
     follows and a stroke cannot bend. It is fitted on a small copy, to the pixels close to the
     previous fit only, so the ink is left out whatever its polarity: "close" as the residuals of
     the `paper` pixels (`_paper`) centre and spread, which ink does not sway. The order rises
-    one step at a time from a flat level: a surface fitted at once bends into the strokes of a
-    digit that fills the image, and misses a blank photo's dark corners, which then pass for ink.
+    one step at a time from a flat level, and "close" narrows as it rises: a surface fitted at
+    once can bend into a bold digit, and one that drops a steep corner early never gets it back.
     `flat`: a level only, for paper seen only between strokes (a digit cropped to its ink), where
     a curved fit through the gaps would bend into the strokes.
     """
@@ -251,7 +253,14 @@ def _measure(work: np.ndarray, k: int, cropped: bool = False) -> _Measure:
     background = _background(work, paper, flat=cropped)
     # a k x k mean, edges repeated: noise averages out, strokes wider than k stay
     residual = ndimage.uniform_filter(work - background, k, mode="nearest")
-    noise = max(fine if cropped else _spread(residual[paper]), QUANTUM)
+    if cropped:
+        noise = fine
+    else:
+        # Burnt-out white has no noise left to measure: measure it where the paper is exposed,
+        # unless most of the paper is burnt out (a clean scan on white).
+        exposed = paper & (work < SATURATED)
+        noise = _spread(residual[exposed] if exposed.sum() > paper.sum() / 2 else residual[paper])
+    noise = max(noise, QUANTUM)
     light, dark = np.percentile(residual, [100 - REACH_PERCENT, REACH_PERCENT])
     # Dark ink (and so a blank page): its strength is the share of the paper's light it takes away.
     if -dark >= light:
