@@ -164,20 +164,31 @@ def _background(gray: np.ndarray, paper: np.ndarray, flat: bool = False) -> np.n
     small = _shrink(gray, BACKGROUND_SIDE).astype(np.float64)
     known = (_shrink(paper.astype(np.float32), BACKGROUND_SIDE) > 0.5).ravel()  # mostly paper
     values = np.log(np.maximum(small.ravel(), QUANTUM))
+    # An overexposed pixel only says the light there is at least white: it may hold the
+    # surface up, never pull it down (else the edge of a burnt-out patch looks like ink).
+    saturated = small.ravel() >= SATURATED
     top = BACKGROUND_DEGREE if min(small.shape) >= 10 and not flat else 0  # a few pixels cannot carry a surface
-    powers = [(j, i) for j in range(top + 1) for i in range(top + 1 - j)]  # y^j x^i, j + i <= top
-    ys, xs = _powers(small.shape[0], top), _powers(small.shape[1], top)
-    terms = np.stack([np.outer(ys[:, j], xs[:, i]).ravel() for j, i in powers], 1)
-    solved = np.zeros(len(powers))
-    solved[0] = np.median(values[known])
+    coef = np.zeros((top + 1, top + 1))  # coef[j, i] multiplies y^j x^i
+    coef[0, 0] = np.median(values[known])
+    fit = np.full_like(values, coef[0, 0])
     for degree in range(1, top + 1):
-        use = np.array([j + i <= degree for j, i in powers])
+        powers = [(j, i) for j in range(degree + 1) for i in range(degree + 1 - j)]
+        ys, xs = _powers(small.shape[0], degree), _powers(small.shape[1], degree)
+        terms = np.stack([np.outer(ys[:, j], xs[:, i]).ravel() for j, i in powers], 1)
+        tolerance = FIT_TOLERANCE * 2 ** (top - degree)
+        near = None
         for _ in range(BACKGROUND_ROUNDS):
-            r = values - terms @ solved
-            near = np.abs(r - np.median(r[known])) <= max(3 * _spread(r[known]), FIT_TOLERANCE)
-            solved[use] = np.linalg.lstsq(terms[near][:, use], values[near], rcond=None)[0]
-    coef = np.zeros((top + 1, top + 1))
-    coef[tuple(zip(*powers))] = solved
+            seen = np.where(saturated, np.maximum(values, fit), values)
+            r = seen - fit
+            was, near = near, np.abs(r - np.median(r[known])) <= max(3 * _spread(r[known]), tolerance)
+            if was is not None and (near == was).all():
+                break
+            # Least squares by its normal equations: 15 unknowns at most, well scaled on [-1, 1].
+            t = terms[near]
+            solved = np.linalg.solve(t.T @ t + 1e-9 * np.eye(len(powers)), t.T @ seen[near])
+            fit = terms @ solved
+            coef[:] = 0
+            coef[tuple(zip(*powers))] = solved
     surface = _powers(gray.shape[0], top) @ coef @ _powers(gray.shape[1], top).T
     return np.minimum(np.exp(surface), 1.0).astype(np.float32)  # no image is brighter than white
 
