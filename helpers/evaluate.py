@@ -307,7 +307,7 @@ def context_conclusion(record: dict, target: float = 0.9935) -> str:
     n = record["n_test"]
     for kind, b in beyond.items():
         t = b["versus_final"]
-        mean, low = b["test_accuracy_mean"], b["wilson"]["mean"][0]
+        mean = b["test_accuracy_mean"]
         line = (f"The {'long recipe' if kind == 'long' else 'small ' + kind} ({b['recipe']}; {b['n_seeds']} seeds, "
                 f"{b['seconds_per_seed']:.0f} s a seed on one core, {b['compute_share_of_budget']:.1f} times the "
                 f"final recipe's training compute) reaches {_percent(mean)} ± {_percent(b['test_accuracy_std'])} % "

@@ -27,8 +27,8 @@ from . import paths, store
 
 ORDER = ["01_data", "02_model", "03_training", "04_lr_sweep", "05_batch_sweep",
          "06_grid_search", "07_test_eval"]
-# The full budget runs 06 first: its grid holds most of 04's and 05's points (they copy them, see
-# studies.SHARED_GRIDS), and in 06 each batch size's points train together as one stack, where
+# The full budget runs 06 first: its grid holds most of 04's and 05's points (one study holds
+# all three, see studies.VARIED), and in 06 each batch size's points train together as one stack, where
 # 05 alone would train its batch-8 point by itself, the slowest model-epoch of all.
 STUDIES = ["06_grid_search", "04_lr_sweep", "05_batch_sweep"]
 # nbval checks the printed facts; this test checks the results the re-executed notebooks saved,

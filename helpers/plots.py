@@ -314,7 +314,7 @@ def grid_heatmap(values: "pd.DataFrame", text: "pd.DataFrame", best: Mapping, cl
                  title: str, vmin: float | None = None, collapsed: float = 100 * CHANCE, cmap: str = "viridis"):
     """A two-parameter study's accuracy (%) per cell, coloured over the plateau the answer lies on.
 
-    `values`, `text`: `studies.heatmap_data`'s matrix (rows and columns named by the parameters)
+    `values`, `text`: `words.heatmap_data`'s matrix (rows and columns named by the parameters)
     and each cell's text. The best cell (`best`, a point) gets a thick frame and a star, the
     cells within noise of it (`close`) a dashed one. The colours run from `vmin` (%; by default
     twice as far below the lowest within-noise cell as that cell is below the best, so that the
@@ -369,7 +369,7 @@ def against_full(joined: "pd.DataFrame", names: Sequence[str], rho: float | None
                  floor: float = 0.9, pick: Mapping | None = None, top: int = 5):
     """Each point's validation accuracy at the study's budget against the full budget's.
 
-    `joined`: studies.compare_with_full's table; a point is named by its values of `names` (the
+    `joined`: proxy.compare_with_full's table; a point is named by its values of `names` (the
     grid's parameters), joined by "/" (peak lr 0.1 with batch 16: "0.1/16"). Left,
     every point; right, zoomed into where the decision is made: the full budget's `top` points
     and `pick` (the study's answer, a point such as StudyResult.best; by default the best mean at

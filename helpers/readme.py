@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-from . import notebooks, paths, store, studies
+from . import notebooks, paths, proxy, store, words
 
 BLOCK = re.compile(r"(<!-- rendered: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /rendered: (?P=name) -->)", re.S)
 TEST_DIGITS = "10,000 MNIST test digits"
@@ -93,9 +93,9 @@ def results() -> str:
         f"| validation accuracy, 03_training ({'–'.join(map(str, f03['parameters']['hidden']))} MLP, "
         f"{len(f03['history'])} epochs, one seed) | {_pct(f03['final']['val_acc'])} | \"98%\" |",
         f"| best learning-rate × batch-size pair (06, default budget), and that pair at the full budget | "
-        f"{studies.point_words(best, names)}: {_spread(best['val_acc_mean'], best['val_acc_std'], best['n_seeds'])}"
+        f"{words.point_words(best, names)}: {_spread(best['val_acc_mean'], best['val_acc_std'], best['n_seeds'])}"
         + (f"; at the full budget {_pct(full.get('pick_full_mean'))}, {_noise(full.get('within_noise'))} "
-           f"({studies.point_words(full['full_best'], names)}, {_pct(full['full_best']['val_acc_mean'])})" if full else "")
+           f"({words.point_words(full['full_best'], names)}, {_pct(full['full_best']['val_acc_mean'])})" if full else "")
         + " | the last trial's accuracy, printed as the best |",
     ]
     if photo:
@@ -115,8 +115,7 @@ def results() -> str:
 
 def _tasks(t: dict) -> str:
     return (f"{t['trained']} of {t['total']} tasks trained in that run"
-            + (f", {t['copied']} copied from a sibling study" if t["copied"] else "")
-            + (f", {t['done_before']} already done" if t["done_before"] else ""))
+            + (f", {t['done_before']} already in the study" if t["done_before"] else ""))
 
 
 def _full_runs() -> dict | None:
@@ -131,7 +130,7 @@ def _full_runs() -> dict | None:
             return None
         found.append({"name": name, "seconds": notebooks.recorded_seconds(nb) or 0, **r["tasks"],
                       "seeds": len(r["parameters"]["seeds"])})
-    total = {k: sum(f[k] for f in found) for k in ("seconds", "total", "trained", "copied", "done_before")}
+    total = {k: sum(f[k] for f in found) for k in ("seconds", "total", "trained", "done_before")}
     return {**total, "seeds": found[0]["seeds"], "per_notebook": found}
 
 
@@ -145,7 +144,7 @@ def _rho(r: float | None, by_seed: dict | None, c: dict | None) -> str:
 
 def studies_() -> str:
     rows = ["| study | default budget | Spearman ρ vs full, all points (means; seed by seed; ceiling) | "
-            f"over the full budget's best {studies.TOP_K} | its best point | that point at the full budget | full-budget best |",
+            f"over the full budget's best {proxy.TOP_K} | its best point | that point at the full budget | full-budget best |",
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name in notebooks.STUDIES[1:] + notebooks.STUDIES[:1]:  # 04, 05, 06
         r = _json(f"{name}.json")
@@ -154,7 +153,7 @@ def studies_() -> str:
         b = r["best"]
         seeds = sorted({s for row in r["rows"] for s in row.get("seeds", [])})
         head = f"| {name} | {len(seeds)} seeds, {len(r['rows'])} points | "
-        best = f"{studies.point_words(b, names)}: {_spread(b['val_acc_mean'], b['val_acc_std'], b['n_seeds'])}"
+        best = f"{words.point_words(b, names)}: {_spread(b['val_acc_mean'], b['val_acc_std'], b['n_seeds'])}"
         if not f:
             rows.append(head + f"— | — | {best} | — | — |")
             continue
@@ -162,7 +161,7 @@ def studies_() -> str:
                if f.get("n_top", 0) < f.get("n_points", 0) else "(all points)")
         rows.append(head + f"{_rho(f.get('spearman'), f.get('by_seed'), f.get('ceiling'))} | {top} | {best} | "
                     f"{_pct(f.get('pick_full_mean'))}, {_noise(f.get('within_noise'))} | "
-                    f"{studies.point_words(f['full_best'], names)}: {_pct(f['full_best']['val_acc_mean'])} |")
+                    f"{words.point_words(f['full_best'], names)}: {_pct(f['full_best']['val_acc_mean'])} |")
     return "\n".join(rows) + "\n"
 
 
@@ -276,7 +275,7 @@ def _key_values(read) -> list[dict]:
         record = read(name)
         value, std = get(record)
         if isinstance(value, dict):  # a study's best point: which point, and its mean
-            out.append({"result": label, "point": studies.point_words(value, list(record["parameters"]["grid"])),
+            out.append({"result": label, "point": words.point_words(value, list(record["parameters"]["grid"])),
                         "mean": value["val_acc_mean"], "std": std})
         else:
             out.append({"result": label, "mean": value, "std": std})

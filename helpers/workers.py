@@ -364,7 +364,7 @@ def child() -> None:
 def unfinished_study(storage, notebook: str) -> str:
     """The one study of `notebook` with queued or running trials; a clear error for none or several."""
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
-             if s.study_name.startswith(notebook + "-")]
+             if notebook in s.user_attrs.get("notebooks", [])]
     open_ = [n for n in names if optuna.load_study(study_name=n, storage=storage).get_trials(
         deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))]
     if len(open_) == 1:

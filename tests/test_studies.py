@@ -175,12 +175,26 @@ def running_trial(name: str, url=None, task_filter=lambda task: True):
     return None
 
 
-def study_name_for(notebook: str, fixed: dict, prepared: data.Prepared) -> str:
-    """The name studies.run gives (it depends on the settings and the data only)."""
+def study_name_for(fixed: dict, prepared: data.Prepared) -> str:
+    """The name studies.run gives (it depends on the settings no study varies, and the data)."""
+    return studies.study_name(spec_for(fixed, prepared))
+
+
+def spec_for(fixed: dict, prepared: data.Prepared) -> dict:
     from helpers import params as P
 
-    spec = {"fixed": P.check_settings(len(prepared.train_idx), **fixed), "data": prepared.fingerprint()}
-    return studies.study_name(notebook, spec)
+    checked = P.check_settings(len(prepared.train_idx), **fixed)
+    return {"fixed": {k: v for k, v in checked.items() if k not in studies.VARIED}, "data": prepared.fingerprint()}
+
+
+def new_study(url, fixed: dict, prepared: data.Prepared, notebook: str) -> tuple:
+    """(storage, study) as `studies.run` creates it for `notebook`, before it queues anything."""
+    name = study_name_for(fixed, prepared)
+    storage = S.open_storage(url, name)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    study.set_user_attr("spec", spec_for(fixed, prepared))
+    study.set_user_attr("notebooks", [notebook])
+    return storage, study
 
 
 # ----------------------------------------------------------------------------------- the queue
@@ -202,44 +216,57 @@ def test_every_task_is_trained_exactly_once_and_a_rerun_trains_nothing(prepared)
     assert "9 done, 0 to train" in lines[-1]
 
 
-def test_two_workers_give_bit_identical_numbers_to_one(prepared):
+def elsewhere(monkeypatch, tmp_path, name: str) -> None:
+    """A fresh data folder holding the same prepared digits: its studies start empty."""
+    monkeypatch.setenv("DIGITS_DATA_DIR", str(tmp_path / name))
+    save_synthetic()
+
+
+def test_two_workers_give_bit_identical_numbers_to_one(prepared, monkeypatch, tmp_path):
     # one worker trains the six tasks as one stack; two share them out as two stacks of three
     tasks = dict(lrs=(0.01, 0.05, 0.1), seeds=(0, 1))
-    one = the_study(run_lr(notebook="t_one", workers=1, **tasks))
-    two = the_study(run_lr(notebook="t_two", workers=2, **tasks))
+    one = the_study(run_lr(workers=1, **tasks))
+    elsewhere(monkeypatch, tmp_path, "two")
+    two = the_study(run_lr(workers=2, **tasks))
     values = lambda study: {W.task_key(W.task_of(t)): t.value for t in study.trials  # noqa: E731
                             if t.state == TrialState.COMPLETE}
     assert len(values(one)) == 6 and values(one) == values(two)
 
 
-def test_a_task_a_sibling_study_trained_is_copied_with_the_same_numbers(prepared):
+def test_04_05_and_06_share_one_study_and_train_a_point_once(prepared, monkeypatch, tmp_path):
     # 04 varies lr at batch 64; 05 varies the batch size at lr 0.1; 06 crosses them
-    studies.run("04_lr_sweep", grid={"lr": [0.01, 0.1]}, epochs=2, seeds=[0], workers=1, log=quiet(), **QUICK)
-    studies.run("05_batch_sweep", grid={"batch_size": [32, 64]}, lr=0.1, epochs=2, seeds=[0], workers=1,
-                log=quiet(), **FIXED)
+    run_04 = lambda: studies.run("04_lr_sweep", grid={"lr": [0.01, 0.1]}, epochs=2, seeds=[0], workers=1,  # noqa: E731
+                                 log=quiet(), **QUICK)
+    lr = run_04()
+    batch = studies.run("05_batch_sweep", grid={"batch_size": [32, 64]}, lr=0.1, epochs=2, seeds=[0], workers=1,
+                        log=quiet(), **FIXED)
     grid = {"lr": [0.01, 0.1], "batch_size": [32, 64]}
     lines: list[str] = []
     crossed = studies.run("06_grid_search", grid=grid, epochs=2, seeds=[0], workers=1, log=quiet(lines), **FIXED)
+    assert lr.study_name == batch.study_name == crossed.study_name
     study = the_study(crossed)
-    completed_once(study)
-    # (0.01, 64) and (0.1, 64) from 04, (0.1, 32) from 05 ((0.1, 64) is in both: taken once)
-    copied = {(W.task_of(t)["lr"], W.task_of(t)["batch_size"]) for t in study.trials if studies.COPIED in t.user_attrs}
-    assert copied == {(0.01, 64), (0.1, 64), (0.1, 32)}
-    assert "3 done (2 copied from 04_lr_sweep, 1 copied from 05_batch_sweep), 1 to train" in "\n".join(lines)
+    assert len(completed_once(study)) == 4 and len(study.trials) == 4
+    # (0.01, 64) and (0.1, 64) from 04, (0.1, 32) from 05 ((0.1, 64) is in both: trained once)
+    assert "3 done, 1 to train" in "\n".join(lines)
+    assert crossed.extra["tasks"] == {"total": 4, "trained": 1, "done_before": 3}
     assert list(crossed.table["n_seeds"]) == [1, 1, 1, 1]
-    # the same numbers as training every point in one study
-    alone = the_study(studies.run("t_grid", grid=grid, epochs=2, seeds=[0], workers=1, log=quiet(), **FIXED))
+    # each notebook's table holds its own points only, with the numbers 06 shows for them
+    again = run_04().table
+    assert list(again["lr"]) == [0.01, 0.1] and "batch_size" not in again
+    at_64 = crossed.table[crossed.table["batch_size"] == 64]
+    assert list(again["val_acc_mean"]) == list(at_64["val_acc_mean"])
+    # the same numbers as training every point in a study of its own
+    elsewhere(monkeypatch, tmp_path, "alone")
+    alone = the_study(studies.run("06_grid_search", grid=grid, epochs=2, seeds=[0], workers=1, log=quiet(), **FIXED))
     values = lambda s: {W.task_key(W.task_of(t)): (t.value, t.user_attrs["history"][-1]["val_loss"])  # noqa: E731
                         for t in s.trials if t.state == TrialState.COMPLETE}
     assert len(values(alone)) == 4 and values(study) == values(alone)
-    # other fixed settings or another budget: nothing to copy
+    # other fixed settings: another study; another budget: other tasks
     other = studies.run("06_grid_search", grid=grid, epochs=2, seeds=[0], workers=1, log=quiet(),
                         **{**FIXED, "momentum": 0.5})
     longer = studies.run("06_grid_search", grid=grid, epochs=3, seeds=[0], workers=1, log=quiet(), **FIXED)
-    for result, epochs in ((other, 2), (longer, 3)):
-        assert not [t for t in the_study(result).trials
-                    if studies.COPIED in t.user_attrs and W.task_of(t)["epochs"] == epochs]
-        assert list(result.table["n_seeds"]) == [1, 1, 1, 1]
+    assert other.study_name != alone.study_name and other.extra["tasks"]["trained"] == 4
+    assert longer.study_name == alone.study_name and longer.extra["tasks"]["trained"] == 4
 
 
 def test_more_seeds_reuse_the_finished_ones(prepared):
@@ -302,7 +329,7 @@ def test_full_budget_writes_under_figures_full(prepared, monkeypatch):
 
 def test_a_killed_worker_s_tasks_are_trained_again_by_another(prepared, background, record_property):
     big = save_synthetic(3000)
-    name = study_name_for("t_kill", SLOW, big)
+    name = study_name_for(SLOW, big)
     job = background(lambda: run_lr(lrs=(0.01, 0.02), seeds=(0, 1), epochs=3, notebook="t_kill", fixed=SLOW))
     victim = wait_for(lambda: running_trial(name), 60, "a running trial")
     pid = int(victim.user_attrs["worker"].rsplit(":", 1)[1])
@@ -325,7 +352,7 @@ def test_a_killed_worker_s_tasks_are_trained_again_by_another(prepared, backgrou
 
 def test_a_task_that_kills_its_worker_three_times_is_recorded_failed(prepared, background):
     big = save_synthetic(3000)
-    name = study_name_for("t_poison", SLOW, big)
+    name = study_name_for(SLOW, big)
     job = background(lambda: run_lr(lrs=(0.01, 0.02), seeds=(0,), epochs=3, notebook="t_poison", fixed=SLOW))
     killed = 0
     is_poison = lambda task: task["lr"] == 0.02  # noqa: E731
@@ -345,11 +372,8 @@ def test_a_task_that_kills_its_worker_three_times_is_recorded_failed(prepared, b
 
 
 def test_a_worker_that_raises_stops_the_study_with_its_last_lines_and_costs_no_attempt(prepared):
-    name = study_name_for("t_raise", QUICK, prepared)
-    storage = S.open_storage(None, name)
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    study.set_user_attr("spec", {"fixed": QUICK, "data": prepared.fingerprint()})
-    task = {"lr": 0.01, "seed": 0, "epochs": 1, "fraction": 1.0}
+    storage, study = new_study(None, QUICK, prepared, "t_raise")
+    task = {"lr": 0.01, "batch_size": 64, "seed": 0, "epochs": 1, "fraction": 1.0}
     W.enqueue(study, [task])
     paths.prepared_path().unlink()  # a bug's stand-in: the worker cannot load its data
     with pytest.raises(RuntimeError, match=r"exited with status 1; its last lines:(.|\n)*no prepared data"):
@@ -369,7 +393,7 @@ def test_an_interrupted_coordinator_leaves_no_worker_and_resumes(prepared, tmp_p
               f"studies.run('t_int', grid={{'lr': [0.01, 0.02]}}, epochs=3, seeds=[0, 1], workers=2, **{SLOW!r})\n")
     coordinator = subprocess.Popen([sys.executable, "-c", script], cwd=paths.ROOT, env=os.environ.copy(),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    name = study_name_for("t_int", SLOW, data.load_prepared())
+    name = study_name_for(SLOW, data.load_prepared())
     t = wait_for(lambda: running_trial(name), 60, "a running trial")
     pid = int(t.user_attrs["worker"].rsplit(":", 1)[1])
     coordinator.send_signal(signal.SIGINT)
@@ -388,7 +412,7 @@ def test_workers_leave_when_their_coordinator_is_killed(prepared):
               f"studies.run('t_orphan', grid={{'lr': [0.01, 0.02]}}, epochs=3, seeds=[0, 1], workers=2, **{SLOW!r})\n")
     coordinator = subprocess.Popen([sys.executable, "-c", script], cwd=paths.ROOT, env=os.environ.copy(),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    name = study_name_for("t_orphan", SLOW, data.load_prepared())
+    name = study_name_for(SLOW, data.load_prepared())
     t = wait_for(lambda: running_trial(name), 60, "a running trial")
     pid = int(t.user_attrs["worker"].rsplit(":", 1)[1])
     coordinator.kill()
@@ -476,7 +500,7 @@ def test_postgres_remote_worker_joins_by_notebook_and_no_task_is_trained_twice(p
     save_synthetic(3000)
     job = background(lambda: run_lr(lrs=(0.01, 0.02), seeds=tuple(range(6)), epochs=4, notebook="t_pg",
                                     fixed=SLOW, workers=1))
-    name = study_name_for("t_pg", SLOW, data.load_prepared())
+    name = study_name_for(SLOW, data.load_prepared())
 
     def queued():
         try:
@@ -504,11 +528,8 @@ def test_postgres_silent_worker_is_found_by_heartbeat_and_its_task_retried(pg_se
     monkeypatch.setenv(S.STORAGE_ENV, url)
     prepared = save_synthetic(3000)
     # the study as its notebook makes it, queued; a remote worker takes its tasks, then goes silent
-    name = study_name_for("t_hb", SLOW, prepared)
-    storage = S.open_storage(url, name)
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    study.set_user_attr("spec", {"fixed": SLOW, "data": prepared.fingerprint()})
-    W.enqueue(study, [{"lr": lr, "seed": 0, "epochs": 3, "fraction": 1.0} for lr in (0.01, 0.02)])
+    storage, study = new_study(url, SLOW, prepared, "t_hb")
+    W.enqueue(study, [{"lr": lr, "batch_size": 8, "seed": 0, "epochs": 3, "fraction": 1.0} for lr in (0.01, 0.02)])
     remote = remote_worker(url, "t_hb", tmp_path)
     held = wait_for(lambda: [t for t in study.get_trials(states=(TrialState.RUNNING,)) if W.holder(t)],
                     60, "the remote worker to hold its tasks")
@@ -531,7 +552,7 @@ def test_postgres_a_heartbeat_retry_is_taken_alone(pg_server, monkeypatch, prepa
     """Optuna's retry copies the stale trial's user attrs (`attempt: 1`, the dead worker's token):
     it must still count as a retry, which a worker takes alone."""
     url = pg_server.create_database()
-    name = study_name_for("t_retry", QUICK, prepared)
+    name = study_name_for(QUICK, prepared)
     storage = S.open_storage(url, name)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     W.enqueue(study, [{"lr": lr, "seed": 0, "epochs": 1, "fraction": 1.0} for lr in (0.01, 0.02)])
@@ -558,7 +579,7 @@ def test_postgres_restarted_mid_study_the_study_waits_and_completes(pg_server, m
     lines: list[str] = []
     job = background(lambda: run_lr(lrs=(0.01, 0.02), seeds=(0, 1), epochs=4, notebook="t_restart", fixed=SLOW,
                                     workers=2, log=quiet(lines)))
-    name = study_name_for("t_restart", SLOW, data.load_prepared())
+    name = study_name_for(SLOW, data.load_prepared())
     # mid-training: a worker has reported an epoch of a task that is still running
     wait_for(lambda: running_trial(name, url, lambda task: True) is not None
              and any(t.intermediate_values for t in the_study(name, url).get_trials(states=(TrialState.RUNNING,))),
@@ -574,7 +595,7 @@ def test_postgres_restarted_mid_study_the_study_waits_and_completes(pg_server, m
 @pytest.mark.postgres
 def test_postgres_a_worker_started_while_the_database_is_down_waits_for_it(pg_server, monkeypatch, prepared):
     url = pg_server.create_database()
-    name = study_name_for("t_down", QUICK, prepared)
+    name = study_name_for(QUICK, prepared)
     optuna.create_study(study_name=name, storage=S.open_storage(url, name))
     outage = threading.Thread(target=pg_server.down_for, args=(3,))
     outage.start()
@@ -587,27 +608,11 @@ def test_postgres_a_worker_started_while_the_database_is_down_waits_for_it(pg_se
 
 
 @pytest.mark.postgres
-def test_postgres_a_sibling_study_s_tasks_are_copied_from_the_same_database(pg_server, monkeypatch, prepared):
-    url = pg_server.create_database()
-    monkeypatch.setenv(S.STORAGE_ENV, url)
-    studies.run("04_lr_sweep", grid={"lr": [0.01, 0.1]}, epochs=1, seeds=[0], workers=1, log=quiet(), **QUICK)
-    crossed = studies.run("06_grid_search", grid={"lr": [0.1], "batch_size": [32, 64]}, epochs=1, seeds=[0],
-                          workers=1, log=quiet(), **FIXED)
-    study = the_study(crossed, url)
-    completed_once(study)
-    copied = [W.task_of(t)["batch_size"] for t in study.trials if studies.COPIED in t.user_attrs]
-    assert copied == [64] and list(crossed.table["n_seeds"]) == [1, 1]
-
-
-@pytest.mark.postgres
 def test_postgres_retries_are_bounded_across_reruns(pg_server, monkeypatch, prepared):
     url = pg_server.create_database()
     monkeypatch.setenv(S.STORAGE_ENV, url)
-    name = study_name_for("t_bound", QUICK, prepared)
-    storage = S.open_storage(url, name)
-    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    study.set_user_attr("spec", {"fixed": QUICK, "data": prepared.fingerprint()})
-    task = {"lr": 0.01, "seed": 0, "epochs": 1, "fraction": 1.0}
+    storage, study = new_study(url, QUICK, prepared, "t_bound")
+    task = {"lr": 0.01, "batch_size": 64, "seed": 0, "epochs": 1, "fraction": 1.0}
     for attempt in range(S.MAX_ATTEMPTS):  # three crashed runs of the same task, as a worker leaves them
         W.enqueue(study, [task])
         (t, tid), = W.claim(study, storage, "elsewhere:1", 1)
@@ -668,7 +673,7 @@ def test_postgres_password_is_never_written_down_nor_in_argv(pg_server, tmp_path
 
 
 def test_one_coordinator_at_a_time_runs_a_journal_study(prepared):
-    name = study_name_for("t_lr", QUICK, prepared)
+    name = study_name_for(QUICK, prepared)
     claim = S.journal_path(name).with_suffix(".coordinator")
     claim.parent.mkdir(parents=True, exist_ok=True)
     # another notebook's kernel: it holds the claim and has written its pid there
