@@ -89,7 +89,8 @@ def run(notebook: str, *, grid: dict, budget: str = "default", epochs: int, seed
 
     names = list(settings.grid)
     label = budget_label(settings.epochs, fraction)
-    table = point_rows(study, _points(settings), settings.epochs, fraction).drop(columns=[k for k in VARIED if k not in names])
+    table = point_rows(study, _points(settings), settings.epochs, fraction, settings.seeds)
+    table = table.drop(columns=[k for k in VARIED if k not in names])  # 04's batch size, 05's rate
     best, close, noise = conclude(table, names)
     result = StudyResult(settings, name, table, label, best, close, noise, seconds)
     result.extra.update(fraction=fraction, storage=S.masked(url) or f"journal {paths.show(S.journal_path(name))}",
@@ -172,8 +173,9 @@ def trial_rows(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def point_rows(study: optuna.Study, points: list[dict], epochs: int, fraction: float) -> pd.DataFrame:
-    """One row per grid point at one budget: mean +- std over its seeds, and its mean curve.
+def point_rows(study: optuna.Study, points: list[dict], epochs: int, fraction: float, seeds) -> pd.DataFrame:
+    """One row per grid point at one budget: mean +- std over `seeds` (not the other seeds that
+    another notebook sharing the study trained), and its mean curve.
 
     Columns: the grid parameters, epochs, fraction, n_seeds, seeds, val_acc (list, one per
     seed), val_acc_mean, val_acc_std (NaN for one seed), val_loss/train_acc/train_loss means,
@@ -187,7 +189,8 @@ def point_rows(study: optuna.Study, points: list[dict], epochs: int, fraction: f
     rows = []
     for pt in points:
         if len(trials):
-            mine = trials[(trials["epochs"] == epochs) & np.isclose(trials["fraction"], fraction)]
+            mine = trials[(trials["epochs"] == epochs) & np.isclose(trials["fraction"], fraction)
+                          & trials["seed"].isin(seeds)]
             for n in names:
                 mine = mine[np.isclose(mine[n], pt[n])] if n == "lr" else mine[mine[n] == pt[n]]
         else:
