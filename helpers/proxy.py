@@ -15,13 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import paths
+from . import paths, store
 
 TOP_K = 10      # the budgets are also compared over the full budget's best TOP_K points, where the pick is made
-
-
-def _plain(v):
-    return v.item() if hasattr(v, "item") else v
 
 
 def full_results_path(notebook: str) -> Path:
@@ -51,20 +47,20 @@ def compare_with_full(result, noise_z: float) -> dict | None:
     fbest = order.iloc[0]
     top = order.head(TOP_K)
     top_joined = joined.merge(top[names], on=names)
-    full_rank = {tuple(_plain(r[n]) for n in names): i + 1 for i, (_, r) in enumerate(order.iterrows())}
+    full_rank = {tuple(store.plain(r[n]) for n in names): i + 1 for i, (_, r) in enumerate(order.iterrows())}
     pick = joined[np.logical_and.reduce([joined[n] == result.best[n] for n in names])]
     pick_full = float(pick["val_acc_mean_full"].iloc[0]) if len(pick) else float("nan")
     s = full.get("noise_std") or result.noise_std
     n_pick = int(pick["n_seeds_full"].iloc[0]) if len(pick) else 1
     se = s * math.sqrt(1 / int(fbest["n_seeds"]) + 1 / n_pick) if s else None
     gap = float(fbest["val_acc_mean"]) - pick_full
-    trained = {tuple(_plain(r[n]) for n in names) for _, r in result.table.iterrows() if r["n_seeds"] > 0}
+    trained = {tuple(store.plain(r[n]) for n in names) for _, r in result.table.iterrows() if r["n_seeds"] > 0}
     mine_top = result.table.merge(top[names], on=names)
     return {"spearman": rho, "n_points": len(joined),
             "spearman_top": _spearman(top_joined["val_acc_mean"], top_joined["val_acc_mean_full"]),
             "n_top": len(top_joined), "ceiling": seed_ceiling(fr), "ceiling_top": seed_ceiling(top),
             "by_seed": seed_agreement(result.table, fr, names), "by_seed_top": seed_agreement(mine_top, top, names),
-            "full_best": {n: _plain(fbest[n]) for n in names}
+            "full_best": {n: store.plain(fbest[n]) for n in names}
             | {"val_acc_mean": float(fbest["val_acc_mean"]), "n_seeds": int(fbest["n_seeds"])},
             "pick_full_mean": pick_full, "gap": gap, "se": se,
             "pick_full_rank": full_rank.get(tuple(result.best[n] for n in names)), "n_full": len(order),

@@ -64,16 +64,16 @@ def cpu() -> str:
     return platform.processor() or platform.machine()
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """JSON has no NaN/inf, tuples or tensors: turn them into what it does have."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, Path):
         return str(value)
     if hasattr(value, "tolist"):  # numpy / torch scalars and arrays
-        return _plain(value.tolist())
+        return plain(value.tolist())
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -83,7 +83,7 @@ def save_json(path: str | os.PathLike, record: dict) -> Path:
     """Write `record` as indented JSON, atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_plain(record), indent=2, allow_nan=False) + "\n")
+        tmp.write_text(json.dumps(plain(record), indent=2, allow_nan=False) + "\n")
     return path
 
 

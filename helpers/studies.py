@@ -110,10 +110,6 @@ def _finished(study: optuna.Study) -> set[tuple]:
             if W.task_of(t)}
 
 
-def _plain(v):
-    return v.item() if hasattr(v, "item") else v
-
-
 def _points(settings: P.StudySettings) -> list[dict]:
     """The grid's points, each with the varied settings the study fixes (04's batch size, 05's rate)."""
     points = [{**settings.fixed, **dict(zip(settings.grid, values))} for values in itertools.product(*settings.grid.values())]
@@ -248,15 +244,15 @@ def conclude(table: pd.DataFrame, names: list[str]) -> tuple[dict, list[dict], f
     most = ok["n_seeds"].max()
     top = ok[ok["n_seeds"] == most].sort_values("val_acc_mean", ascending=False).iloc[0]
     s = pooled_std(table)
-    best = {**{n: _plain(top[n]) for n in names}, "val_acc_mean": float(top["val_acc_mean"]),
+    best = {**{n: store.plain(top[n]) for n in names}, "val_acc_mean": float(top["val_acc_mean"]),
             "val_acc_std": float(top["val_acc_std"]), "n_seeds": int(top["n_seeds"])}
     close = []
     if s is not None:
         for _, r in ok.iterrows():
             se = s * math.sqrt(1 / best["n_seeds"] + 1 / r["n_seeds"])
             gap = best["val_acc_mean"] - r["val_acc_mean"]
-            if gap < NOISE_Z * se and any(_plain(r[n]) != best[n] for n in names):
-                close.append({**{n: _plain(r[n]) for n in names}, "val_acc_mean": float(r["val_acc_mean"]),
+            if gap < NOISE_Z * se and any(store.plain(r[n]) != best[n] for n in names):
+                close.append({**{n: store.plain(r[n]) for n in names}, "val_acc_mean": float(r["val_acc_mean"]),
                               "gap": float(gap), "se": float(se), "n_seeds": int(r["n_seeds"])})
     return best, close, s
 
