@@ -14,9 +14,10 @@ A trial is one training run, a *task* such as {"lr": 0.1, "batch_size": 64, "see
   queues a silent machine's tasks again.
 - A child that dies (SIGKILL, OOM, segfault) fails its tasks with the signal named, they are
   queued again and another child starts; a task that failed MAX_ATTEMPTS times, over every run of
-  the study, stays failed. A child that raises is a bug: the loop stops with its last lines.
+  the study, stays failed. A child that raises is a bug: the loop stops with its traceback.
   Interrupted, the loop kills its children; children of a killed loop leave by themselves.
-- The storage URL (`helpers.storage`) never reaches argv, which `ps` shows, nor the children.
+- The storage URL (`helpers.storage`) never reaches argv, which `ps` shows; children never open
+  the storage (they inherit the environment, as `make worker` gets the URL, but no connection).
 
     python -m helpers.workers --notebook 06_grid_search [--workers 2]    # join from another machine
 """
@@ -24,22 +25,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import multiprocessing
+import multiprocessing.connection
 import os
-import queue
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
+import traceback
 import warnings
 from typing import Callable, Iterable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from . import paths, stacked
+from . import stacked
 from . import storage as S
 
 POLL_S = 0.5
@@ -176,41 +177,30 @@ def interrupted_leftovers(study: optuna.Study, storage) -> None:
 
 # ------------------------------------------------------------------------------ the loop, children
 
-class _Child:
-    """A child process (`python -m helpers.workers --child`), the trials it holds, and threads that
-    pass on what it says: JSON lines on stdout, anything else on stderr."""
+# spawn: a fresh interpreter per child (torch is not fork-safe once it has run); the child inherits
+# the environment, never a storage object, and leaves by itself when its loop is gone
+_MP = multiprocessing.get_context("spawn")
 
-    def __init__(self, number: int, said: "queue.Queue[tuple]"):
-        env = {k: v for k, v in os.environ.items() if k != S.STORAGE_ENV}  # children never touch the storage
-        # a session of its own: a Ctrl-C in the terminal reaches the loop, which stops its children
-        self.proc = subprocess.Popen([sys.executable, "-m", "helpers.workers", "--child"], cwd=paths.ROOT,
-                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, errors="replace",
-                                     start_new_session=True)
+
+class _Child:
+    """A child process, the pipe it answers on, and the trials it holds."""
+
+    def __init__(self, number: int):
+        self.conn, theirs = _MP.Pipe()
+        self.proc = _MP.Process(target=child, args=(theirs, os.getpid()), daemon=True)
+        self.proc.start()
+        theirs.close()  # the loop keeps one end: the child's death reads as end-of-file
         self.number, self.token = number, f"{socket.gethostname()}:{self.proc.pid}"
         self.held: list[tuple[FrozenTrial, int]] = []
-        self.started, self.tail = 0.0, []
-        self.readers = [threading.Thread(target=self._read, args=(stream, said, kind), daemon=True)
-                        for stream, kind in ((self.proc.stdout, "message"), (self.proc.stderr, "line"))]
-        for r in self.readers:
-            r.start()
-
-    def _read(self, stream, said: "queue.Queue[tuple]", kind: str) -> None:
-        for line in stream:
-            if kind == "message" and not line.endswith("\n"):
-                break  # a last line cut short: it died writing it
-            said.put((self, kind, json.loads(line) if kind == "message" else line.rstrip()))
-        if kind == "message":
-            said.put((self, "exit", None))
+        self.started, self.error = 0.0, ""
 
     def train(self, fixed: dict, taken: list[tuple[FrozenTrial, int]]) -> None:
         self.held, self.started = taken, time.perf_counter()
-        with contextlib.suppress(BrokenPipeError):  # it has died: its exit gives the trials back
-            self.proc.stdin.write(json.dumps({"fixed": fixed, "tasks": [task_of(t) for t, _ in taken]}) + "\n")
-            self.proc.stdin.flush()
+        with contextlib.suppress(BrokenPipeError):  # it has died: its end-of-file gives the trials back
+            self.conn.send({"fixed": fixed, "tasks": [task_of(t) for t, _ in taken]})
 
     def why(self) -> str:
-        code = self.proc.returncode
+        code = self.proc.exitcode
         if code >= 0:
             return f"exited with status {code}"
         with contextlib.suppress(ValueError):
@@ -224,7 +214,6 @@ def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], 
     With PostgreSQL, tasks held on other machines are waited for (their heartbeat decides whether
     they come back), and a claim left half-made by a dead machine is queued again after GRACE_S.
     """
-    said: "queue.Queue[tuple]" = queue.Queue()
     children: list[_Child] = []
     fixed = study.user_attrs["spec"]["fixed"]
     outage, beaten = S.Outage(log), time.monotonic()
@@ -236,52 +225,55 @@ def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], 
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             S.patiently(outage, fn, *args, **kwargs)
 
-    def heard(child: _Child, kind: str, body) -> None:
-        if kind == "line":
-            child.tail = (child.tail + [body])[-20:]
-            log(f"[worker {child.number}] {body}")
-        elif kind == "message" and "epoch" in body:  # progress; the history is written once, at the end
-            for (_, tid), row in zip(child.held, body["rows"]):
-                record(storage.set_trial_intermediate_value, tid, body["epoch"], row["val_acc"])
-        elif kind == "message":
-            for (t, tid), history in zip(child.held, body["histories"]):
+    def heard(child: _Child) -> None:
+        try:
+            kind, body = child.conn.recv()
+        except (EOFError, OSError):  # it has ended (a message cut short: it died writing it)
+            return ended(child)
+        if kind == "epoch":  # progress; the history is written once, at the end
+            epoch, rows = body
+            for (_, tid), row in zip(child.held, rows):
+                record(storage.set_trial_intermediate_value, tid, epoch, row["val_acc"])
+        elif kind == "histories":
+            for (t, tid), history in zip(child.held, body):
                 record(storage.set_trial_user_attr, tid, "history", history)
                 if history[-1].get("diverged"):
                     record(storage.set_trial_user_attr, tid, "diverged", history[-1]["diverged"])
                 record(study.tell, t.number, history[-1]["val_acc"], skip_if_finished=True)
             log(f"[worker {child.number}] trained {len(child.held)} task(s) in "
                 f"{time.perf_counter() - child.started:.1f} s: " + "; ".join(
-                    f"{describe(task_of(t))} -> {h[-1]['val_acc']:.4f}" for (t, _), h in zip(child.held, body["histories"])))
+                    f"{describe(task_of(t))} -> {h[-1]['val_acc']:.4f}" for (t, _), h in zip(child.held, body)))
             child.held = []
-        else:  # its stdout closed: it has ended
-            child.proc.wait()
-            for r in child.readers:
-                r.join(5)
-            children.remove(child)
-            if child.proc.returncode > 0:  # an exception, a bug: it would fail again; the notebook stops
-                for t, _ in child.held:  # and its tasks are not at fault (the next run queues them)
-                    _fail(study, storage, t, f"worker {child.proc.pid} {child.why()}", interrupted=True)
-                raise RuntimeError(f"worker {child.number} (pid {child.proc.pid}) {child.why()}; its last lines:\n  "
-                                   + "\n  ".join(child.tail))
-            if child.held:
-                log(f"worker {child.number} (pid {child.proc.pid}) {child.why()} holding {len(child.held)} task(s)")
-                S.patiently(outage, _give_back, study, storage, [t for t, _ in child.held],
-                            f"worker {child.proc.pid} {child.why()}", log)
-                child.held = []
+        else:
+            child.error = body
+
+    def ended(child: _Child) -> None:
+        child.proc.join()
+        child.conn.close()
+        children.remove(child)
+        if child.proc.exitcode > 0:  # an exception, a bug: it would fail again; the notebook stops
+            for t, _ in child.held:  # and its tasks are not at fault (the next run queues them)
+                _fail(study, storage, t, f"worker {child.proc.pid} {child.why()}", interrupted=True)
+            raise RuntimeError(f"worker {child.number} (pid {child.proc.pid}) {child.why()}; its last lines:\n  "
+                               + "\n  ".join(child.error.splitlines()[-20:]))
+        if child.held:
+            log(f"worker {child.number} (pid {child.proc.pid}) {child.why()} holding {len(child.held)} task(s)")
+            S.patiently(outage, _give_back, study, storage, [t for t, _ in child.held],
+                        f"worker {child.proc.pid} {child.why()}", log)
+            child.held = []
 
     started = 0
     try:
         while True:
-            with contextlib.suppress(queue.Empty):
-                heard(*said.get(timeout=POLL_S))
-                until = time.monotonic() + POLL_S  # then beat and claim, however much the children say
-                while time.monotonic() < until:
-                    heard(*said.get_nowait())
+            until = time.monotonic() + POLL_S  # then beat and claim, however much the children say
+            while (left := until - time.monotonic()) > 0:
+                for conn in multiprocessing.connection.wait([c.conn for c in children], left):
+                    heard(next(c for c in children if c.conn is conn))
             try:
                 if S.is_rdb(storage):
                     if time.monotonic() - beaten > S.HEARTBEAT_S:
-                        for child in children:
-                            for _, tid in child.held:
+                        for child_ in children:
+                            for _, tid in child_.held:
                                 storage.record_heartbeat(tid)
                         beaten = time.monotonic()
                     optuna.storages.fail_stale_trials(study)  # silent machines: their heartbeat
@@ -298,7 +290,7 @@ def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], 
                 while waiting and (idle or len(children) < workers):
                     if not idle:
                         started += 1
-                        children.append(_Child(started, said))
+                        children.append(_Child(started))
                         everyone.append(children[-1])
                         idle.append(children[-1])
                     # share the queue's tail between the children rather than stacking all of it in one
@@ -315,13 +307,13 @@ def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], 
             if not (waiting or running):
                 return
     finally:
-        for child in children:  # an interrupted notebook leaves no child behind
-            child.proc.kill()
-            child.proc.wait()
+        for child_ in children:  # an interrupted notebook leaves no child behind
+            child_.proc.kill()
+            child_.proc.join()
         # their tasks are not at fault: the next run queues them again; a database that is gone
         # for good: the heartbeat fails these trials in the next run. By token, not `held`: an
         # interrupt can land inside a claim
-        mine = {child.token for child in everyone}
+        mine = {child_.token for child_ in everyone}
         with contextlib.suppress(*S.LOST):
             if not S.is_rdb(storage):  # replayed afresh: an interrupt inside a journal call can leave it half-read
                 storage = S.open_storage(None, study.study_name)
@@ -332,31 +324,34 @@ def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], 
                     _fail(study, storage, t, "interrupted: the notebook stopped its workers", interrupted=True)
 
 
-def child() -> None:
-    """A child's life: read a stack of tasks from stdin, train it, answer on stdout; again until stdin
-    closes, or until the loop that started it is gone (a killed kernel runs no `finally`)."""
+def child(conn, loop: int) -> None:
+    """A child's life: receive a stack of tasks, train it, answer; again until the loop closes the
+    pipe, or until the loop is gone (a killed kernel runs no `finally`)."""
     import torch
 
     from . import data
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the loop, which stops its children
     torch.set_num_threads(1)  # a study's numbers are bit-identical for one thread per child
-    answer = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # what training prints goes to stderr: stdout carries answers only
-    loop = os.getppid()
 
     def leave_with_loop() -> None:
-        while True:
+        while os.getppid() == loop:
             time.sleep(1.0)
-            if os.getppid() != loop:
-                os._exit(3)
+        os._exit(3)
 
     threading.Thread(target=leave_with_loop, daemon=True).start()
-    prepared = data.load_prepared()
-    for line in sys.stdin:
-        stack = json.loads(line)
-        histories = stacked.train_tasks(prepared, stack["fixed"], stack["tasks"], on_epoch=lambda epoch, rows:
-                                        print(json.dumps({"epoch": epoch, "rows": rows}), file=answer))
-        print(json.dumps({"histories": histories}), file=answer)
+    try:
+        prepared = data.load_prepared()
+        while True:
+            stack = conn.recv()
+            histories = stacked.train_tasks(prepared, stack["fixed"], stack["tasks"],
+                                            on_epoch=lambda epoch, rows: conn.send(("epoch", (epoch, rows))))
+            conn.send(("histories", histories))
+    except EOFError:  # the loop has finished with it
+        return
+    except Exception:  # a bug: the loop stops the study with this
+        conn.send(("error", traceback.format_exc()))
+        sys.exit(1)
 
 
 # ---------------------------------------------------------------------------- one notebook, joiners
@@ -382,11 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notebook", help="the study's notebook, e.g. 06_grid_search (joins its unfinished study)")
     parser.add_argument("--study", help="a study by name, where a notebook has several unfinished ones")
     parser.add_argument("--workers", type=int, default=1, help="processes on this machine, one core each (default 1)")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        child()
-        return 0
     if not (args.notebook or args.study):
         parser.error("give --notebook (or --study)")
     from . import data

@@ -2,7 +2,7 @@
 
 Nothing is mocked: studies live in real Optuna journal files (under the test's private
 DIGITS_DATA_DIR) or in a real PostgreSQL server the tests start themselves; workers are real
-`python -m helpers.workers` processes, killed with real signals where a test needs a crash.
+processes the loop spawns, killed with real signals where a test needs a crash.
 Models are tiny and the digits synthetic, so a task takes a fraction of a second, or a few seconds
 where a test must catch one mid-run.
 """
@@ -32,6 +32,7 @@ except ImportError:
     import pg
     from conftest import synthetic_digits
 
+WORKER = b"multiprocessing.spawn"  # what a worker's command line says (it is a spawned child)
 FIXED = dict(hidden=[16], dropout=[0.0], momentum=0.9, weight_decay=0.0, schedule="constant")
 QUICK = dict(FIXED, batch_size=64)
 # Slow enough to be caught mid-run (a few seconds per task), still quick in all.
@@ -87,7 +88,7 @@ def completed_once(study: optuna.Study) -> Counter:
 
 
 def worker_pids() -> list[int]:
-    """This process's helpers.workers children."""
+    """This process's workers: the loop's multiprocessing children."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -97,7 +98,7 @@ def worker_pids() -> list[int]:
             stat = (proc / "stat").read_text()
         except OSError:
             continue
-        if b"helpers.workers" in cmd and int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
+        if WORKER in cmd and int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
             found.append(int(proc.name))
     return found
 
@@ -658,7 +659,7 @@ def test_postgres_password_is_never_written_down_nor_in_argv(pg_server, tmp_path
                     cmd = (proc / "cmdline").read_bytes()
                 except OSError:
                     continue
-                if b"helpers.workers" in cmd:
+                if WORKER in cmd:
                     argv_seen.append(cmd)
             time.sleep(0.2)
     assert run.returncode == 0, log.read_text()[-3000:]
