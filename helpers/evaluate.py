@@ -77,11 +77,10 @@ def sample(n_total: int, n: int | None, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_all(model: MLP, images: torch.Tensor, norm: data.Normalization,
-                batch_size: int = 4096) -> torch.Tensor:
+def predict_all(model: MLP, images: torch.Tensor, norm: data.Normalization) -> torch.Tensor:
     """Class probabilities `[N, 10]` for uint8 images `[N, 28, 28]`, through the one normalization."""
     device = next(model.parameters()).device
-    loader = data.make_loader(data.DigitsDataset(images, None, norm), batch_size)
+    loader = data.make_loader(data.DigitsDataset(images, None, norm), 4096)
     return torch.cat([model.predict_proba(x.to(device)).cpu() for x in loader])
 
 
@@ -272,20 +271,20 @@ def context_table(record: dict):
 
     from .quoted import LITERATURE
 
+    def row(model, accuracy, interval="", seconds="", source="this repository"):
+        return {"model": model, "test accuracy (%)": accuracy, "95% Wilson interval (%)": interval,
+                "seconds per seed (one core)": seconds, "source": source}
+
     def mine(name, summary, seconds=None):
         spread = "" if summary["test_accuracy_std"] is None else f" ± {_percent(summary['test_accuracy_std'])}"
         many = summary["n_seeds"] > 1
-        return [{"model": f"{name}: mean of {summary['n_seeds']} seed{'s' if many else ''}",
-                 "test accuracy (%)": _percent(summary["test_accuracy_mean"]) + spread,
-                 "95% Wilson interval (%)": _interval(summary["wilson"]["mean"]),
-                 "seconds per seed (one core)": "" if seconds is None else f"{seconds:.0f}", "source": "this repository"},
-                {"model": f"{name}: ensemble of the seeds", "test accuracy (%)":
-                 _percent(summary["ensemble_test_accuracy"]), "95% Wilson interval (%)":
-                 _interval(summary["wilson"]["ensemble"]), "seconds per seed (one core)": "",
-                 "source": "this repository"}][:2 if many else 1]
+        return [row(f"{name}: mean of {summary['n_seeds']} seed{'s' if many else ''}",
+                    _percent(summary["test_accuracy_mean"]) + spread, _interval(summary["wilson"]["mean"]),
+                    "" if seconds is None else f"{seconds:.0f}"),
+                row(f"{name}: ensemble of the seeds", _percent(summary["ensemble_test_accuracy"]),
+                    _interval(summary["wilson"]["ensemble"]))][:2 if many else 1]
 
-    rows = [{"model": model, "test accuracy (%)": k.rstrip("%"), "95% Wilson interval (%)": "",
-             "seconds per seed (one core)": "", "source": source} for k, model, source in LITERATURE]
+    rows = [row(model, k.rstrip("%"), source=source) for k, model, source in LITERATURE]
     recipe = record.get("recipe") or {}
     name = f" ({'-'.join(map(str, recipe['hidden']))} MLP, {recipe['epochs']} epochs)" if recipe else ""
     rows += mine(f"final model{name}", record)
@@ -493,6 +492,12 @@ def rendered_table(rendered: dict):
                          for v in rendered["versions"]])
 
 
+def _clean_photo(clean: torch.Tensor, photo: torch.Tensor) -> dict:
+    """Accuracies of the same digits rendered clean and photographed, with their Wilson intervals."""
+    c, p = _version("clean", clean), _version("photo", photo)
+    return {"clean": c["accuracy"], "photo": p["accuracy"], "wilson": {"clean": c["wilson"], "photo": p["wilson"]}}
+
+
 def photo_accuracy(model: MLP, norm: data.Normalization, images: torch.Tensor, labels: torch.Tensor,
                    n: int | None = None, seed: int = 0, bins=((0.3, 0.5), (0.5, 0.7), (0.7, 0.9))) -> dict | None:
     """Accuracy on digits drawn as phone photos, against clean renderings of the same digits.
@@ -517,16 +522,10 @@ def photo_accuracy(model: MLP, norm: data.Normalization, images: torch.Tensor, l
     by_paper = []
     for low, high in bins:
         inside = (paper >= low) & (paper < high)
-        if inside.any():
-            c, p = _version("clean", right_clean[inside]), _version("photo", right_photo[inside])
-            by_paper.append({"paper": (low, high), "n": int(inside.sum()), "clean": c["accuracy"],
-                             "photo": p["accuracy"], "wilson": {"clean": c["wilson"], "photo": p["wilson"]}})
-        else:
-            by_paper.append({"paper": (low, high), "n": 0})
-    c, p = _version("clean", right_clean), _version("photo", right_photo)
-    return {"n": len(idx), "seed": seed, "clean": c["accuracy"], "photo": p["accuracy"],
-            "wilson": {"clean": c["wilson"], "photo": p["wilson"]}, "mcnemar": mcnemar(right_clean, right_photo),
-            "no_digit_found": refused, "by_paper": by_paper}
+        by_paper.append({"paper": (low, high), "n": int(inside.sum()),
+                         **(_clean_photo(right_clean[inside], right_photo[inside]) if inside.any() else {})})
+    return {"n": len(idx), "seed": seed, **_clean_photo(right_clean, right_photo),
+            "mcnemar": mcnemar(right_clean, right_photo), "no_digit_found": refused, "by_paper": by_paper}
 
 
 def photo_table(photo: dict):

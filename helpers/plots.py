@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -17,6 +17,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from . import paths, store
+
+if TYPE_CHECKING:  # only annotations name pandas: the tables drawn are built elsewhere
+    import pandas as pd
 
 DPI = 80
 # Axis words for the study parameters, so that no axis reads like a variable name.
@@ -35,7 +38,7 @@ def words(name: str) -> str:
     return WORDS.get(name, name.replace("_", " "))
 
 
-def _rows_of(table: "pd.DataFrame", points: Sequence[Mapping]) -> np.ndarray:  # noqa: F821
+def _rows_of(table: pd.DataFrame, points: Sequence[Mapping]) -> np.ndarray:
     """Which rows of `table` are one of `points` (dicts of grid values; result keys are ignored)."""
     mask = np.zeros(len(table), dtype=bool)
     for p in points:
@@ -46,7 +49,7 @@ def _rows_of(table: "pd.DataFrame", points: Sequence[Mapping]) -> np.ndarray:  #
     return mask
 
 
-def _side_labels(ax, xs, ys, texts, colors, header: str = "", gap: float = 0.075):
+def _side_labels(ax, xs, ys, texts, colors, header: str = ""):
     """Name points in a column right of `ax`, spread so that no two overlap, each tied to its point.
 
     Call once the axis limits are final: the points are placed in axes coordinates.
@@ -56,7 +59,7 @@ def _side_labels(ax, xs, ys, texts, colors, header: str = "", gap: float = 0.075
     to_axes = ax.transData + ax.transAxes.inverted()
     at = np.array([to_axes.transform((x, y))[1] for x, y in zip(xs, ys)])
     order = np.argsort(at, kind="stable")
-    gap = min(gap, 1 / max(len(at) - 1, 1))
+    gap = min(0.075, 1 / max(len(at) - 1, 1))
     placed = np.clip(at[order], 0, 1)
     for i in range(1, len(placed)):
         placed[i] = max(placed[i], placed[i - 1] + gap)
@@ -109,7 +112,7 @@ def digit_grid(images: torch.Tensor, titles: Sequence[str], cols: int = 10,
     return fig
 
 
-def class_distribution(counts: "pd.DataFrame"):  # noqa: F821
+def class_distribution(counts: pd.DataFrame):
     """Grouped bars of the share of each class per split (columns of `counts` are splits)."""
     shares = counts / counts.sum()
     ax = (shares * 100).plot.bar(figsize=(8, 3.2), rot=0, width=0.8)
@@ -192,25 +195,19 @@ def training_band(histories: Sequence[Sequence[Mapping]], title: str = "Training
     return fig
 
 
-def _highlight(table: "pd.DataFrame", best: Mapping | None, close: Sequence[Mapping]):  # noqa: F821
-    """Masks of `table`'s rows: the best point (default: the best final mean) and those within noise of it."""
-    is_best = (_rows_of(table, [best]) if best is not None
-               else (table["val_acc_mean"] == table["val_acc_mean"].max()).to_numpy())
-    return is_best, _rows_of(table, close) & ~is_best
-
-
-def curves_band(table: "pd.DataFrame", label: str, legend_title: str = "", title: str = "",  # noqa: F821
-                fmt: str = "{:g}", best: Mapping | None = None, close: Sequence[Mapping] = (),
-                zoom_epochs: int | None = None):
+def curves_band(table: pd.DataFrame, label: str, legend_title: str = "", title: str = "",
+                fmt: str = "{:g}", best: Mapping | None = None, close: Sequence[Mapping] = ()):
     """Validation accuracy per epoch, one line per study point: the mean over seeds, +- std band.
 
     `best` (a point such as StudyResult.best; by default the best final mean) and `close` (the
     points within noise of it, StudyResult.indistinguishable) are drawn in colour, every other
     point thin and grey; each line is named at the right. The right-hand panel zooms into the
-    last `zoom_epochs` epochs (default: the last third) around the coloured lines.
+    last third of the epochs (at least 3) around the coloured lines.
     """
     rows = table[table["n_seeds"] > 0].reset_index(drop=True)
-    is_best, is_close = _highlight(rows, best, close)
+    is_best = (_rows_of(rows, [best]) if best is not None
+               else (rows["val_acc_mean"] == rows["val_acc_mean"].max()).to_numpy())
+    is_close = _rows_of(rows, close) & ~is_best
     palette = itertools.cycle([c for c in plt.cm.tab10.colors if c != plt.cm.tab10.colors[3]])  # red is the best's
     styles = [dict(color="tab:red", lw=2.2, zorder=4) if b else dict(color=next(palette), lw=1.6, zorder=3) if c
               else dict(color="0.6", lw=0.9, zorder=2) for b, c in zip(is_best, is_close)]
@@ -218,7 +215,7 @@ def curves_band(table: "pd.DataFrame", label: str, legend_title: str = "", title
     curves = [(100 * np.asarray(r["curve_mean"], dtype=float), 100 * np.asarray(r["curve_std"], dtype=float))
               for _, r in rows.iterrows()]
     n_epochs = max(len(m) for m, _ in curves)
-    first = n_epochs - (zoom_epochs or max(3, n_epochs // 3)) + 1
+    first = n_epochs - max(3, n_epochs // 3) + 1
     shown = is_best | is_close
     # the zoom gives each coloured line a bar at its last epoch instead of a band, side by side:
     # overlapping bands there would hide the lines
@@ -260,7 +257,7 @@ def curves_band(table: "pd.DataFrame", label: str, legend_title: str = "", title
     return fig
 
 
-def final_metrics(table: "pd.DataFrame", x: str, log_x: bool = True, title: str = "",  # noqa: F821
+def final_metrics(table: pd.DataFrame, x: str, log_x: bool = True, title: str = "",
                   zoom: float | None = None):
     """Final validation accuracy (mean +- std over seeds, each seed a dot) and loss against `x`.
 
@@ -296,30 +293,16 @@ def final_metrics(table: "pd.DataFrame", x: str, log_x: bool = True, title: str 
     return fig
 
 
-def heatmap(matrix: "pd.DataFrame", title: str, fmt: str = ".2f", cmap: str = "viridis",  # noqa: F821
-            xlabel: str | None = None, ylabel: str | None = None):
-    """A seaborn heatmap of a 2-D table with each cell's value printed (e.g. a confusion matrix)."""
-    import seaborn as sns
-
-    fig, ax = plt.subplots(figsize=(1.0 + 1.0 * matrix.shape[1], 0.8 + 0.62 * matrix.shape[0]))
-    sns.heatmap(matrix, annot=True, fmt=fmt, cmap=cmap, ax=ax, cbar=True, annot_kws={"fontsize": 8})
-    ax.set_title(title)
-    ax.set_xlabel(xlabel or matrix.columns.name or "")
-    ax.set_ylabel(ylabel or matrix.index.name or "")
-    fig.tight_layout()
-    return fig
-
-
-def grid_heatmap(values: "pd.DataFrame", text: "pd.DataFrame", best: Mapping, close: Sequence[Mapping],  # noqa: F821
-                 title: str, vmin: float | None = None, collapsed: float = 100 * CHANCE, cmap: str = "viridis"):
+def grid_heatmap(values: pd.DataFrame, text: pd.DataFrame, best: Mapping, close: Sequence[Mapping],
+                 title: str, collapsed: float = 100 * CHANCE):
     """A two-parameter study's accuracy (%) per cell, coloured over the plateau the answer lies on.
 
     `values`, `text`: `words.heatmap_data`'s matrix (rows and columns named by the parameters)
     and each cell's text. The best cell (`best`, a point) gets a thick frame and a star, the
-    cells within noise of it (`close`) a dashed one. The colours run from `vmin` (%; by default
-    twice as far below the lowest within-noise cell as that cell is below the best, so that the
-    set fills the top third of the scale) to the highest mean; a cell below `vmin` is grey with its
-    number, one below `collapsed` (%: chance level, the run settled on about one class) hatched.
+    cells within noise of it (`close`) a dashed one. The colours run from twice as far below the
+    lowest within-noise cell as that cell is below the best (so that the set fills the top third
+    of the scale) to the highest mean; a cell below that is grey with its number, one below
+    `collapsed` (%: chance level, the run settled on about one class) hatched.
     """
     rows, cols = values.index.name, values.columns.name
     v = values.to_numpy(dtype=float)
@@ -328,11 +311,10 @@ def grid_heatmap(values: "pd.DataFrame", text: "pd.DataFrame", best: Mapping, cl
     bi, bj = cell(best)
     near = [cell(p) for p in close]
     top = np.nanmax(v)
-    if vmin is None:
-        lowest = min([v[i, j] for i, j in near] + [v[bi, bj]])
-        vmin = lowest - 2 * max(v[bi, bj] - lowest, 0.05)
+    lowest = min([v[i, j] for i, j in near] + [v[bi, bj]])
+    vmin = lowest - 2 * max(v[bi, bj] - lowest, 0.05)
     failed = ~np.isfinite(v) | (v < collapsed)
-    colours = plt.get_cmap(cmap).with_extremes(under=BELOW, bad="white")
+    colours = plt.get_cmap("viridis").with_extremes(under=BELOW, bad="white")
     norm = matplotlib.colors.Normalize(vmin=vmin, vmax=top)
     fig, ax = plt.subplots(figsize=(2.2 + 1.05 * v.shape[1], 1.6 + 0.66 * v.shape[0]))
     image = ax.imshow(np.ma.masked_array(v, failed), cmap=colours, norm=norm, aspect="auto")
@@ -365,7 +347,7 @@ def grid_heatmap(values: "pd.DataFrame", text: "pd.DataFrame", best: Mapping, cl
     return fig
 
 
-def against_full(joined: "pd.DataFrame", names: Sequence[str], rho: float | None, title: str = "",  # noqa: F821
+def against_full(joined: pd.DataFrame, names: Sequence[str], rho: float | None, title: str = "",
                  floor: float = 0.9, pick: Mapping | None = None, top: int = 5):
     """Each point's validation accuracy at the study's budget against the full budget's.
 
@@ -427,7 +409,7 @@ STAGES = {"Linear": ("Linear output (before LayerNorm)", "-", "o"),
           "ReLU": ("after ReLU (the next layer's input)", ":", "^")}
 
 
-def activation_spread(stats: "pd.DataFrame", title: str):  # noqa: F821
+def activation_spread(stats: pd.DataFrame, title: str):
     """Std of the activations layer by layer at initialization, a panel per model, He vs default.
 
     `stats`: rows of `model.activation_stats(..., outputs=("Linear", "LayerNorm", "ReLU"))` with
@@ -458,7 +440,7 @@ def activation_spread(stats: "pd.DataFrame", title: str):  # noqa: F821
     return fig
 
 
-def seconds_per_epoch(table: "pd.DataFrame", x: str, title: str = ""):  # noqa: F821
+def seconds_per_epoch(table: pd.DataFrame, x: str, title: str = ""):
     """Wall-clock seconds per model-epoch (training + validation) against one study parameter.
 
     The line is the mean over seeds. With studies.point_rows' per-seed columns
@@ -523,8 +505,7 @@ def before_after(files: Sequence, results: Sequence, captions: Sequence[str] | N
             axes[1, i].imshow(np.asarray(preprocess(f)), cmap="gray", vmin=0, vmax=255)
         axes[1, i].set_title("model input (28×28)" if r.error is None else "no digit found", fontsize=8)
         for ax in axes[:, i]:
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
     fig.tight_layout()
     return fig
 
@@ -539,10 +520,16 @@ def readings(images: torch.Tensor, labels: torch.Tensor, preds: torch.Tensor, id
                       title_colors=["black" if labels[i] == preds[i] else "red" for i in idx])
 
 
-def mistakes(confusion: "pd.DataFrame", title: str):  # noqa: F821
+def mistakes(confusion: pd.DataFrame, title: str):
     """A confusion matrix with its diagonal (the digits read right) hidden, so that the mistakes show."""
-    return heatmap(confusion.where(~np.eye(len(confusion), dtype=bool)), title, fmt=".0f", cmap="rocket_r",
-                   xlabel="predicted", ylabel="true")
+    import seaborn as sns
+
+    off_diagonal = confusion.where(~np.eye(len(confusion), dtype=bool))
+    fig, ax = plt.subplots(figsize=(1.0 + 1.0 * confusion.shape[1], 0.8 + 0.62 * confusion.shape[0]))
+    sns.heatmap(off_diagonal, annot=True, fmt=".0f", cmap="rocket_r", ax=ax, annot_kws={"fontsize": 8})
+    ax.set(title=title, xlabel="predicted", ylabel="true")
+    fig.tight_layout()
+    return fig
 
 
 def lr_schedule(rates: Sequence[float], steps_per_epoch: int, title: str = "Learning rate per step"):
@@ -584,8 +571,7 @@ def augmented(images: torch.Tensor, versions: Sequence[torch.Tensor], names: Seq
         for r in range(len(images)):
             ax = axes[r][c]
             ax.imshow(np.asarray(batch[r]).reshape(28, 28), cmap="gray_r", vmin=0, vmax=255)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
             if r == 0:
                 ax.set_title(name, fontsize=8)
     fig.suptitle(title)

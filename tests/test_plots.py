@@ -100,9 +100,13 @@ def test_grid_heatmap_marks_best_close_and_collapsed():
     assert ax.get_xlabel() == "batch size (digits per step)" and ax.get_ylabel() == "peak learning rate"
 
 
-def test_heatmap_still_draws_a_confusion_matrix():
+def test_mistakes_draws_a_confusion_matrix_without_its_diagonal():
     cm = pd.DataFrame(np.arange(9.0).reshape(3, 3))
-    assert isinstance(plots.heatmap(cm, "t", fmt=".0f", xlabel="predicted", ylabel="true"), matplotlib.figure.Figure)
+    fig = plots.mistakes(cm, "t")
+    assert isinstance(fig, matplotlib.figure.Figure)
+    ax = fig.axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == ["1", "2", "3", "5", "6", "7"]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted", "true")
 
 
 def test_seconds_per_epoch_with_and_without_seeds():
