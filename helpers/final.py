@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import multiprocessing
 import re
 import sys
 import tempfile
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from . import data, params as P, paths, store, train as T
-from .model import MLP
+from .model import MLP, Ensemble, load_checkpoint, save_checkpoint
 
 # What every recipe shares. Batch 128 keeps a step's matrices big enough to use both cores.
 COMMON = dict(batch_size=128, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, label_smoothing=0.1,
@@ -98,8 +98,8 @@ def augmented_examples(images: torch.Tensor, spec: dict | None, norm: data.Norma
     return out, names
 
 
-def train(prepared: data.Prepared, recipe: dict | str, seed: int, checkpoint: str | os.PathLike | None = None,
-          progress: bool | None = None, log=print) -> tuple[MLP, list[dict], float]:
+def train(prepared: data.Prepared, recipe: dict | str, seed: int, progress: bool | None = None,
+          log=print) -> tuple[MLP, list[dict], float]:
     """One seed of a recipe on the training split: (model, history, seconds)."""
     s = settings(recipe)
     T.seed_everything(seed)  # augmentation draws from torch's global generator
@@ -107,15 +107,12 @@ def train(prepared: data.Prepared, recipe: dict | str, seed: int, checkpoint: st
     train_loader, val_loader = prepared.loaders(s["batch_size"], seed)
     start = time.perf_counter()
     history = T.fit(model, train_loader, val_loader, s["epochs"], schedule=s["schedule"], norm=prepared.norm,
-                    augment=augmenter(s["augment"], prepared.norm), checkpoint=checkpoint, progress=progress,
-                    log=log)
+                    augment=augmenter(s["augment"], prepared.norm), progress=progress, log=log)
     return model, history, time.perf_counter() - start
 
 
 def _job(job: dict) -> dict:
     """One (recipe, seed) in a worker process with one torch thread; saves its checkpoint if asked."""
-    from .model import save_checkpoint
-
     torch.set_num_threads(1)
     prepared = data.load_prepared()
     if job.get("refit"):
@@ -137,8 +134,6 @@ def run_jobs(jobs: list[dict], workers: int = 2, log=print) -> list[dict]:
     accuracy and `seconds` (wall time on its core); `machine_seconds` is what a job costs the
     machine: its seconds divided by the jobs running at once.
     """
-    import multiprocessing
-
     # spawn, not fork: a Jupyter kernel has threads that a forked child must not inherit
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_job, job) for job in jobs]
@@ -172,7 +167,8 @@ def compare(names: list[str], seeds: list[int], workers: int = 2, log=print) -> 
                                  workers, log))
 
 
-def _rows(names: list[str], results: list[dict]) -> list[dict]:
+def _rows(names: list[str], results: list[dict], lists: dict[str, str] | None = None) -> list[dict]:
+    """One row per recipe from its seeds' results; `lists`: result key -> row key of its per-seed list."""
     rows = []
     for name in names:
         mine = [r for r in results if r["name"] == name]
@@ -181,7 +177,8 @@ def _rows(names: list[str], results: list[dict]) -> list[dict]:
                      **spread([r["val_acc"] for r in mine]),
                      "seconds_per_seed": float(np.mean([r["seconds"] for r in mine])),
                      "machine_seconds_per_seed": float(np.mean([r["machine_seconds"] for r in mine])),
-                     "curve_mean": curves.mean(0).tolist()})
+                     "curve_mean": curves.mean(0).tolist(),
+                     **{key: [r[k] for r in mine] for k, key in (lists or {}).items()}})
     return rows
 
 
@@ -189,8 +186,6 @@ def beyond(prepared: data.Prepared, names: list[str], seeds: list[int], workers:
     """Train the BEYOND recipes' seeds as `compare` does, and keep each seed's checkpoint under
     figures/full/beyond/ in half precision (a quarter of the bytes in git). The rows add the
     checkpoints and the validation accuracy of the weights as stored, which is the model 07 tests."""
-    from .model import load_checkpoint, save_checkpoint
-
     folder = beyond_folder()
     val_x, val_y = data.normalize(prepared.images[prepared.val_idx], prepared.norm), prepared.labels[prepared.val_idx]
     with tempfile.TemporaryDirectory() as tmp:
@@ -202,11 +197,7 @@ def beyond(prepared: data.Prepared, names: list[str], seeds: list[int], workers:
             stored = save_checkpoint(folder / r["checkpoint"].name, model.half(), norm, **blob["meta"])
             r["checkpoint"] = stored.name
             r["stored_val_acc"] = (load_checkpoint(stored)[0].predict(val_x) == val_y).float().mean().item()
-    rows = _rows(names, results)
-    for row in rows:
-        mine = [r for r in results if r["name"] == row["recipe"]]
-        row |= {"checkpoints": [r["checkpoint"] for r in mine], "stored_val_acc": [r["stored_val_acc"] for r in mine]}
-    return rows
+    return _rows(names, results, {"checkpoint": "checkpoints", "stored_val_acc": "stored_val_acc"})
 
 
 def _slug(name: str) -> str:
@@ -230,7 +221,7 @@ def compute(recipe: dict | str) -> int:
     recipe, so what a seed costs any machine is proportional to this number, which depends on
     no machine. The batch size does not enter: it changes the steps, not the multiply-adds.
     """
-    s = settings(recipe) if isinstance(recipe, str) else recipe
+    s = settings(recipe)
     conv, side, channels = s.get("conv", []), 28, 1
     macs = 0
     for c in conv:  # a 5x5 convolution at every pixel of its input, then a 2x2 pool
@@ -336,8 +327,6 @@ def build(prepared: data.Prepared, plan: Plan, workers: int, log=print) -> dict:
     augmentation, in `workers` processes; save each to data/final/, the seeds as one ensemble in
     data/model.pt, and the record in figures/06_grid_search_final.json. Returns the plan, the
     runs, the summary (`summarize`), the seconds and the paths."""
-    from .model import Ensemble, load_checkpoint, save_checkpoint
-
     folder = paths.data_dir() / "final"
     jobs = [{"name": plan.recipe, "kind": "seed", "settings": plan.settings, "seed": s,
              "checkpoint": folder / f"seed{s}.pt"} for s in plan.seeds]
@@ -431,12 +420,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     cmp_ = sub.add_parser("compare", help="train the candidate recipes on the training split, rank on validation")
     cmp_.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES), metavar="NAME")
-    cmp_.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    cmp_.add_argument("--workers", type=int, default=2, help="processes, one core each (default 2)")
     far = sub.add_parser("beyond", help="train the recipes beyond the budget (a long MLP, a convnet), keep their "
                                         "checkpoints for 07 -> figures/full/06_beyond.json")
-    far.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    far.add_argument("--workers", type=int, default=2, help="processes, one core each (default 2)")
+    for command in (cmp_, far):
+        command.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+        command.add_argument("--workers", type=int, default=2, help="processes, one core each (default 2)")
     args = parser.parse_args(argv)
     prepared = data.load_prepared()
     start = time.perf_counter()

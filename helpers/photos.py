@@ -116,9 +116,7 @@ def photograph(digit: torch.Tensor | np.ndarray, shot: Shot) -> Image.Image:
     rgb = rgb + rng.normal(0.0, shot.noise, rgb.shape).astype(np.float32)
     pixels = np.round(255 * np.clip(rgb, 0, 1)).astype(np.uint8)
     Image.fromarray(pixels, "RGB").save(buffer := io.BytesIO(), "JPEG", quality=shot.quality)
-    photo = Image.open(io.BytesIO(buffer.getvalue()))
-    photo.load()
-    return photo
+    return Image.open(buffer)
 
 
 def clean(digit: torch.Tensor | np.ndarray, shot: Shot) -> Image.Image:

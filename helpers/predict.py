@@ -60,7 +60,7 @@ class ImageError(ValueError):
 
     def __init__(self, source: object, problem: str):
         super().__init__(f"{source}: {problem}")
-        self.source, self.problem = source, problem
+        self.problem = problem
 
 
 class Prediction(NamedTuple):
@@ -128,14 +128,17 @@ def _gray(img: Image.Image) -> np.ndarray:
     return gray * alpha + backdrop * (1.0 - alpha)
 
 
-def _shrink(a: np.ndarray, side: int) -> np.ndarray:
-    """`a` area-averaged so that its longer side is at most `side` px (never enlarged)."""
+def _resize(a: np.ndarray, side: int, method: Image.Resampling) -> np.ndarray:
+    """`a` as float32, resized by Pillow's `method` so that its longer side is `side` px."""
     h, w = a.shape
-    if max(h, w) <= side:
-        return a
     scale = side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(a.astype(np.float32)).resize(size, Image.BOX))
+    return np.asarray(Image.fromarray(a.astype(np.float32)).resize(size, method))
+
+
+def _shrink(a: np.ndarray, side: int) -> np.ndarray:
+    """`a` area-averaged so that its longer side is at most `side` px (never enlarged)."""
+    return a if max(a.shape) <= side else _resize(a, side, Image.BOX)
 
 
 def _spread(a: np.ndarray) -> float:
@@ -255,8 +258,9 @@ class _Measure(NamedTuple):
 
 def _measure(work: np.ndarray, k: int, cropped: bool = False) -> _Measure:
     """Ink strength against the background fitted to the paper (`_paper`), on whichever side the
-    image reaches furthest. `cropped`: read as a crop to the ink, the paper from the crop's view,
-    its level flat, the noise from pixel to pixel."""
+    image reaches furthest: dark ink on paper, light ink on a dark ground (a lighter sheet on grey
+    paper reaches less far than the strokes on it). `cropped`: read as a crop to the ink, the
+    paper from the crop's view, its level flat, the noise from pixel to pixel."""
     # A crop's noise: the spread of each pixel's difference with its 3x3 median, which strokes and
     # fringes (smooth over three pixels) leave be, however much of the image they fill.
     fine = _spread(work - ndimage.median_filter(work, size=3, mode="nearest")) / MEDIAN_NOISE if cropped else None
@@ -286,21 +290,15 @@ def _measure(work: np.ndarray, k: int, cropped: bool = False) -> _Measure:
 def _ink(gray: np.ndarray, name: str) -> np.ndarray:
     """Ink bright on 0, in [0, 1], background removed; ImageError (blank) when no ink stands out.
 
-    The background is estimated from the image itself (`_background`), and the ink is on
-    whichever side of it the image reaches furthest: dark ink on paper, light ink on a dark
-    ground (a lighter sheet on grey paper reaches less far than the strokes on it). A pixel's
-    strength is its difference from the background there, as a share of what ink could reach
-    (black on paper, white on a dark ground), so a stroke in a shadowed corner counts as much
-    as one in the light. Noise, measured on the paper, sets how weak ink may be; Otsu's
-    threshold separates strokes from their fringes, the median stroke becomes full ink, and
-    the soft (anti-aliased, blurred) edges between the noise floor and that are kept. A blank
-    image's error gives the contrast found and the noise, in those same units.
+    Strength is measured as a share of what ink could reach there (black on paper, white on a
+    dark ground), so a stroke in a shadowed corner counts as much as one in the light. Otsu's
+    threshold separates strokes from their fringes, the median stroke becomes full ink, and the
+    soft (anti-aliased, blurred) edges between the noise floor and that are kept.
 
     A digit cropped to its ink leaves paper only between its strokes, and the paper found from
     the border may then be ink and fringes. So when a small image (the size a crop is) shows
-    nothing that way, a second reading (`_measure(cropped=True)`) takes the paper from the
-    crop's view and the noise from pixel to pixel; it is believed if its ink reaches all four
-    sides, as a crop's does.
+    nothing, a second reading (`_measure(cropped=True)`) takes the paper from the crop's view and
+    the noise from pixel to pixel; it is believed if its ink reaches all four sides, as a crop's does.
     """
     work = _shrink(gray, WORK_SIDE)
     k = max(1, round(min(work.shape) / SMOOTH_DIVISOR))  # px: smooth no more than a stroke is wide
@@ -328,15 +326,14 @@ def preprocess(image: str | os.PathLike | Image.Image) -> torch.Tensor:
     """An image of one digit (path or PIL image) -> uint8 [28, 28], MNIST-style. Raises ImageError."""
     img, name = _open(image)
     ink = _ink(_gray(img), name)
-    ink = ink[_extent((ink > CROP_THRESHOLD).sum(1)), _extent((ink > CROP_THRESHOLD).sum(0))]
-    h, w = ink.shape
-    scale = BOX / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    inked = ink > CROP_THRESHOLD
+    ink = ink[_extent(inked.sum(1)), _extent(inked.sum(0))]
     # LANCZOS on float pixels: anti-aliased like NIST's downscale, no uint8 rounding on the way.
-    small = np.clip(np.asarray(Image.fromarray(ink.astype(np.float32)).resize(size, Image.LANCZOS)), 0, None)
+    small = np.clip(_resize(ink, BOX, Image.LANCZOS), 0, None)
+    h, w = small.shape
     frame = np.zeros((FRAME, FRAME))
-    top, left = (FRAME - size[1]) // 2, (FRAME - size[0]) // 2
-    frame[top:top + size[1], left:left + size[0]] = np.round(255 * small / small.max())
+    top, left = (FRAME - h) // 2, (FRAME - w) // 2
+    frame[top:top + h, left:left + w] = np.round(255 * small / small.max())
     # then moved by whole pixels so that its centre of mass lands on (14, 14), as MNIST's digits are
     cy, cx = ndimage.center_of_mass(frame)
     frame = ndimage.shift(frame, (round(FRAME / 2 - cy), round(FRAME / 2 - cx)), order=0, mode="grid-constant")
@@ -371,10 +368,10 @@ def crop_to_ink(page: Image.Image, level: int = 128, invert: bool = True) -> Ima
     """`page` cut to the bounding box of its pixels darker than `level` (lighter than 255 - `level`
     when not `invert`), as a crop tool that snaps to the digit does: the ink touches every side."""
     a = np.asarray(page.convert("L"))
-    ys, xs = np.nonzero(a < level if invert else a > 255 - level)
-    if not len(ys):
+    box = ndimage.find_objects((a < level if invert else a > 255 - level).astype(np.int8))
+    if not box:
         raise ValueError(f"no pixel {'darker' if invert else 'lighter'} than level {level} to crop to")
-    return Image.fromarray(a[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
+    return Image.fromarray(a[box[0]])
 
 
 def default_checkpoint() -> Path:
