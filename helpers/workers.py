@@ -16,8 +16,8 @@ A trial is one training run, a *task* such as {"lr": 0.1, "batch_size": 64, "see
   queued again and another child starts; a task that failed MAX_ATTEMPTS times, over every run of
   the study, stays failed. A child that raises is a bug: the loop stops with its traceback.
   Interrupted, the loop kills its children; children of a killed loop leave by themselves.
-- The storage URL (`helpers.storage`) never reaches argv, which `ps` shows; children never open
-  the storage (they inherit the environment, as `make worker` gets the URL, but no connection).
+- The storage URL (`helpers.storage`) never reaches argv, which `ps` shows; a child drops it from
+  the environment it inherits as it starts, and never opens the storage.
 
     python -m helpers.workers --notebook 06_grid_search [--workers 2]    # join from another machine
 """
@@ -188,7 +188,13 @@ class _Child:
     def __init__(self, number: int):
         self.conn, theirs = _MP.Pipe()
         self.proc = _MP.Process(target=child, args=(theirs, os.getpid()), daemon=True)
-        self.proc.start()
+        # it shares the loop's process group, which a Ctrl-C reaches: SIGINT stays blocked in it
+        # (the mask survives fork and exec) until it ignores the signal
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         theirs.close()  # the loop keeps one end: the child's death reads as end-of-file
         self.number, self.token = number, f"{socket.gethostname()}:{self.proc.pid}"
         self.held: list[tuple[FrozenTrial, int]] = []
@@ -196,7 +202,7 @@ class _Child:
 
     def train(self, fixed: dict, taken: list[tuple[FrozenTrial, int]]) -> None:
         self.held, self.started = taken, time.perf_counter()
-        with contextlib.suppress(BrokenPipeError):  # it has died: its end-of-file gives the trials back
+        with contextlib.suppress(OSError):  # it has died: its end-of-file gives the trials back
             self.conn.send({"fixed": fixed, "tasks": [task_of(t) for t, _ in taken]})
 
     def why(self) -> str:
@@ -254,8 +260,10 @@ def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], 
         if child.proc.exitcode > 0:  # an exception, a bug: it would fail again; the notebook stops
             for t, _ in child.held:  # and its tasks are not at fault (the next run queues them)
                 _fail(study, storage, t, f"worker {child.proc.pid} {child.why()}", interrupted=True)
+            said = child.error.splitlines()[-20:] or ["(it sent no traceback: it failed while starting; see the "
+                                                      "kernel's or terminal's error output)"]
             raise RuntimeError(f"worker {child.number} (pid {child.proc.pid}) {child.why()}; its last lines:\n  "
-                               + "\n  ".join(child.error.splitlines()[-20:]))
+                               + "\n  ".join(said))
         if child.held:
             log(f"worker {child.number} (pid {child.proc.pid}) {child.why()} holding {len(child.held)} task(s)")
             S.patiently(outage, _give_back, study, storage, [t for t, _ in child.held],
@@ -310,6 +318,7 @@ def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], 
         for child_ in children:  # an interrupted notebook leaves no child behind
             child_.proc.kill()
             child_.proc.join()
+            child_.conn.close()
         # their tasks are not at fault: the next run queues them again; a database that is gone
         # for good: the heartbeat fails these trials in the next run. By token, not `held`: an
         # interrupt can land inside a claim
@@ -327,12 +336,9 @@ def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], 
 def child(conn, loop: int) -> None:
     """A child's life: receive a stack of tasks, train it, answer; again until the loop closes the
     pipe, or until the loop is gone (a killed kernel runs no `finally`)."""
-    import torch
-
-    from . import data
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C reaches the loop, which stops its children
-    torch.set_num_threads(1)  # a study's numbers are bit-identical for one thread per child
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked by the loop while spawning
+    os.environ.pop(S.STORAGE_ENV, None)  # only the loop talks to the storage
 
     def leave_with_loop() -> None:
         while os.getppid() == loop:
@@ -341,16 +347,23 @@ def child(conn, loop: int) -> None:
 
     threading.Thread(target=leave_with_loop, daemon=True).start()
     try:
+        import torch
+
+        from . import data
+
+        torch.set_num_threads(1)  # a study's numbers are bit-identical for one thread per child
         prepared = data.load_prepared()
         while True:
-            stack = conn.recv()
+            try:
+                stack = conn.recv()
+            except EOFError:  # the loop has finished with it
+                return
             histories = stacked.train_tasks(prepared, stack["fixed"], stack["tasks"],
                                             on_epoch=lambda epoch, rows: conn.send(("epoch", (epoch, rows))))
             conn.send(("histories", histories))
-    except EOFError:  # the loop has finished with it
-        return
-    except Exception:  # a bug: the loop stops the study with this
-        conn.send(("error", traceback.format_exc()))
+    except Exception:  # a bug: the loop stops the study with this (a gone loop hears nothing)
+        with contextlib.suppress(OSError):
+            conn.send(("error", traceback.format_exc()))
         sys.exit(1)
 
 

@@ -432,7 +432,7 @@ def test_relative_settings_mean_the_same_folder_for_kernel_and_workers(tmp_path,
     monkeypatch.chdir(paths.NOTEBOOKS)  # where a kernel runs
     assert paths.data_dir() == (tmp_path / "reldata").resolve()
     save_synthetic()
-    result = run_lr(seeds=(0,))  # its workers run in the repository root
+    result = run_lr(seeds=(0,))  # its workers start in the kernel's folder, and read the same one
     assert len(completed_once(the_study(result))) == 2
     assert (tmp_path / "reldata" / "studies" / f"{result.study_name}.journal").exists()
 
