@@ -280,8 +280,8 @@ def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], 
             try:
                 if S.is_rdb(storage):
                     if time.monotonic() - beaten > S.HEARTBEAT_S:
-                        for child_ in children:
-                            for _, tid in child_.held:
+                        for child in children:
+                            for _, tid in child.held:
                                 storage.record_heartbeat(tid)
                         beaten = time.monotonic()
                     optuna.storages.fail_stale_trials(study)  # silent machines: their heartbeat
@@ -315,14 +315,14 @@ def run_trials(study: optuna.Study, storage, workers: int, log: Callable[[str], 
             if not (waiting or running):
                 return
     finally:
-        for child_ in children:  # an interrupted notebook leaves no child behind
-            child_.proc.kill()
-            child_.proc.join()
-            child_.conn.close()
+        for child in children:  # an interrupted notebook leaves no child behind
+            child.proc.kill()
+            child.proc.join()
+            child.conn.close()
         # their tasks are not at fault: the next run queues them again; a database that is gone
         # for good: the heartbeat fails these trials in the next run. By token, not `held`: an
         # interrupt can land inside a claim
-        mine = {child_.token for child_ in everyone}
+        mine = {child.token for child in everyone}
         with contextlib.suppress(*S.LOST):
             if not S.is_rdb(storage):  # replayed afresh: an interrupt inside a journal call can leave it half-read
                 storage = S.open_storage(None, study.study_name)
